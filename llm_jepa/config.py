@@ -1,0 +1,191 @@
+"""The fine-tuning configuration: one dataclass that is the single source of truth for
+every command-line flag, its default, its help text and its allowed values.
+
+The published flags keep their published names and meanings (SPEC.md sections 1-7).
+`--paper_compat` switches every fix back to the published behaviour.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+LAYOUTS = ("regular", "3pass", "additive")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+def _flag(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
+    """A dataclass field that also carries its argparse help text and choices."""
+    meta = {"help": help}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    return field(default=default, metadata=meta)
+
+
+class ConfigError(ValueError):
+    """Raised with every problem of a configuration at once, one per line."""
+
+
+@dataclass
+class TrainConfig:
+    # --- data ---------------------------------------------------------------------
+    train_file: str | None = _flag(None, "Training JSONL file.")
+    eval_file: str | None = _flag(None, "Evaluation JSONL file (loss only, once per epoch).")
+    data_file: str | None = _flag(None, "One JSONL file, split into train/eval by --eval_split.")
+    eval_split: float = _flag(0.2, "Eval fraction when --data_file is split.")
+    split_seed: int = _flag(42, "Seed of the --data_file split.")
+    max_length: int = _flag(512, "Maximum tokens per view; longer views are truncated and counted.")
+    plain: bool = _flag(False, "No chat template: Full = user + '<|perception|>' + assistant + '<|eot_id|>'.")
+    train_all: bool = _flag(False, "Train on every token of the Full view (pretraining).")
+    # --- model --------------------------------------------------------------------
+    model_name: str = _flag("meta-llama/Llama-3.2-1B-Instruct", "Model name or local directory.")
+    tokenizer_name: str | None = _flag(
+        None, "Load the tokenizer from here instead (default: the family's source, else --model_name).")
+    output_dir: str = _flag("./llama3-1b-fted", "Where checkpoints, logs and the final model go.")
+    overwrite_output_dir: bool = _flag(
+        False, "Replace an existing --output_dir, but only one made by this trainer.")
+    pretrain: bool = _flag(False, "Start from random weights (the model's config, seeded).")
+    lora: bool = _flag(False, "Train LoRA adapters instead of all weights; merged when saved.")
+    lora_rank: int = _flag(16, "LoRA rank r (alpha = 2r, dropout 0.1).")
+    dtype: str = _flag("auto", "Compute dtype. auto: bf16 on a CUDA GPU that supports it, else fp32.", DTYPES)
+    attn_implementation: str | None = _flag(
+        None, "Attention kernel passed to the model (sdpa, eager, flash_attention_2, flex_attention).")
+    gradient_checkpointing: bool = _flag(
+        True, "Recompute activations in backward (published default: on). --no-gradient_checkpointing disables.")
+    date_string: str | None = _flag(
+        None, "Date the chat template stamps (Llama-3). Default: pinned to '26 Jul 2024'; "
+              "--paper_compat: today's date, as published.")
+    # --- optimisation ---------------------------------------------------------------
+    batch_size: int = _flag(4, "Examples per device per micro-batch.")
+    grad_accum: int = _flag(4, "Micro-batches per optimizer step.")
+    learning_rate: float = _flag(2e-5, "Peak learning rate (linear decay to 0, no warmup).")
+    num_epochs: int = _flag(3, "Training epochs.")
+    max_steps: int = _flag(-1, "Stop after this many optimizer steps (-1: run --num_epochs).")
+    finetune_seed: int = _flag(42, "Seed of the Trainer, its data order and the JEPA-loss dropout.")
+    eval_steps: int = _flag(10, "Logging interval in optimizer steps (published name).")
+    resume_from_checkpoint: str | None = _flag(
+        None, "Resume from this checkpoint directory, or 'last' for the newest in --output_dir.")
+    # --- JEPA -------------------------------------------------------------------------
+    regular: bool = _flag(False, "Plain fine-tuning: Full view only, no JEPA term.")
+    additive_mask: bool = _flag(False, "Encode Text and Code in one row with a block-causal mask.")
+    predictors: int = _flag(0, "Number k of <|predictor_i|> tokens appended to Text (0-10).")
+    lbd: float = _flag(0.1, "Weight of the JEPA loss.")
+    gamma: float = _flag(1.0, "Weight of the LM loss.")
+    last_token: str = _flag(
+        "auto", "Where the view embedding is read: 'auto' (the last content or predictor token, found "
+                "from the tokenizer), 'family' (the published per-family offset), or an integer offset "
+                "from the end of the view (published; default -1 under --paper_compat).")
+    jepa_l2: bool = _flag(False, "JEPA loss = mean L2 distance.")
+    jepa_mse: bool = _flag(False, "JEPA loss = mean squared error.")
+    infonce: bool = _flag(False, "JEPA loss = InfoNCE over the batch (temperature 0.07).")
+    front_pred: bool = _flag(False, "Put the predictor tokens in front of the Text content.")
+    reverse_pred: bool = _flag(False, "Swap Text and Code: Code predicts Text.")
+    jepa_ratio: float = _flag(-1.0, "Random JEPA-loss dropout: compute JEPA on this fraction of steps (LD = 1 - r).")
+    same_flop: bool = _flag(False, "Shrink epochs and checkpoint interval to match regular fine-tuning FLOPs.")
+    # --- diagnostics ------------------------------------------------------------------
+    track_flop: bool = _flag(False, "Profile the first 10 steps and print 'Step N: FLOPs: X'.")
+    debug: int = _flag(0, "Any value > 0 logs at DEBUG level and dumps the first batch (views, labels, "
+                          "embedding positions). Never exits early.")
+    paper_compat: bool = _flag(False, "Reproduce the published code's numerics, defects included.")
+
+    # ------------------------------------------------------------------------------------
+    @property
+    def layout(self) -> str:
+        """How the views of a batch are laid out for the forward pass."""
+        if self.regular:
+            return "regular"
+        return "additive" if self.additive_mask else "3pass"
+
+    @property
+    def last_token_offset(self) -> int | None:
+        """The integer offset, or None for 'auto'/'family' (resolved with the tokenizer)."""
+        if self.last_token in ("auto", "family"):
+            return None
+        return int(self.last_token)
+
+    def problems(self) -> list[str]:
+        """Every problem with this configuration (empty when it is valid)."""
+        out = []
+        if not self.train_file and not self.data_file:
+            out.append("give --train_file or --data_file")
+        if self.train_file and self.data_file:
+            out.append("give --train_file or --data_file, not both")
+        if self.data_file and self.eval_file:
+            out.append("--eval_file cannot be used with --data_file (it is split by --eval_split)")
+        if not 0.0 <= self.eval_split < 1.0:
+            out.append(f"--eval_split must be in [0, 1), got {self.eval_split}")
+        chosen = [n for n in ("jepa_l2", "jepa_mse", "infonce") if getattr(self, n)]
+        if len(chosen) > 1:
+            out.append("choose at most one of --jepa_l2, --jepa_mse, --infonce (got "
+                       + ", ".join("--" + n for n in chosen) + ")")
+        if not 0 <= self.predictors <= 10:
+            out.append(f"--predictors must be between 0 and 10, got {self.predictors}")
+        if self.last_token not in ("auto", "family"):
+            try:
+                int(self.last_token)
+            except ValueError:
+                out.append(f"--last_token must be 'auto', 'family' or an integer, got {self.last_token!r}")
+        for name in ("max_length", "batch_size", "grad_accum", "num_epochs", "eval_steps", "lora_rank"):
+            if getattr(self, name) < 1:
+                out.append(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            out.append(f"--max_steps must be positive or -1, got {self.max_steps}")
+        if self.jepa_ratio > 1.0:
+            out.append(f"--jepa_ratio must be at most 1, got {self.jepa_ratio}")
+        if self.regular and self.additive_mask:
+            out.append("--regular and --additive_mask exclude each other")
+        return out
+
+    def validate(self) -> "TrainConfig":
+        problems = self.problems()
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        return self
+
+
+def build_parser(defaults: dict[str, Any] | None = None,
+                 description: str = "LLM-JEPA fine-tuning") -> argparse.ArgumentParser:
+    """An argparse parser generated from the TrainConfig fields.
+
+    `defaults` overrides field defaults (finetune8bh200.py is such a set of defaults).
+    """
+    defaults = defaults or {}
+    parser = argparse.ArgumentParser(description=description)
+    for f in dataclasses.fields(TrainConfig):
+        default = defaults.get(f.name, f.default)
+        help_text = f.metadata.get("help", "")
+        if f.type in ("bool", bool):
+            # Published store_true flags keep their meaning; the negative form lets a set of
+            # defaults (finetune8bh200.py) be switched back off.
+            parser.add_argument(f"--{f.name}", default=default, action=argparse.BooleanOptionalAction,
+                                help=help_text)
+            continue
+        parser.add_argument(f"--{f.name}", default=default, type=_arg_type(f.type),
+                            choices=f.metadata.get("choices"), help=f"{help_text} (default: {default})")
+    return parser
+
+
+def _arg_type(annotation: str):
+    base = annotation.replace(" | None", "")
+    return {"int": int, "float": float, "str": str}[base]
+
+
+def parse_args(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = None) -> TrainConfig:
+    """Parse the command line into a validated TrainConfig (all problems reported at once)."""
+    parser = build_parser(defaults)
+    ns = parser.parse_args(argv)
+    cfg = TrainConfig(**vars(ns))
+    if cfg.paper_compat and "last_token" not in _given_flags(argv) and "last_token" not in (defaults or {}):
+        cfg.last_token = "-1"  # the published command-line default
+    try:
+        return cfg.validate()
+    except ConfigError as err:
+        parser.error(str(err))
+        raise  # unreachable: parser.error raises SystemExit
+
+
+def _given_flags(argv: Sequence[str] | None) -> set[str]:
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    return {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}

@@ -1,0 +1,306 @@
+"""Data: reading JSONL examples, rendering the three views and tokenizing them.
+
+An example is `{"messages": [system, user, assistant]}` (SPEC section 1). Each example
+yields up to three token sequences:
+
+* Full: the whole conversation, with LM labels;
+* Text: the user turn (plus k predictor tokens), embedded at one position;
+* Code: the assistant turn, embedded at one position.
+
+Nothing is padded here: the collator pads or packs. Labels and embedding positions are
+found from character offsets into the rendered string, never by decoding tokens.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .families import Family
+from .tokenization import PERCEPTION, PLAIN_EOT, special_ids
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("system", "user", "assistant")
+# Marks the body of a view while rendering, to find where the template put it.
+SENTINEL = "\ue000LLMJEPA\ue001"
+
+
+class DataError(ValueError):
+    """A malformed input file; the message names the file and line."""
+
+
+# --------------------------------------------------------------------------------------
+# Reading and validating
+# --------------------------------------------------------------------------------------
+def read_examples(path: str | Path, needs_view_fields: bool = False) -> list[dict]:
+    """Read a JSONL file, failing on the first malformed line with `file:line: problem`."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{lineno}: bad JSON: {err.msg} (column {err.colno})") from None
+            problem = example_problem(row, needs_view_fields)
+            if problem:
+                raise DataError(f"{path}:{lineno}: {problem}")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no examples")
+    return rows
+
+
+def example_problem(row, needs_view_fields: bool = False) -> str | None:
+    """What is wrong with one example, or None."""
+    if not isinstance(row, dict) or "messages" not in row:
+        return "expected an object with a 'messages' list"
+    msgs = row["messages"]
+    if not isinstance(msgs, list) or len(msgs) != 3:
+        n = len(msgs) if isinstance(msgs, list) else "no"
+        return f"expected 3 messages [system, user, assistant], got {n}"
+    for i, (msg, role) in enumerate(zip(msgs, ROLES)):
+        problem = _message_problem(msg, f"message {i}", role)
+        if problem:
+            return problem
+    if needs_view_fields:
+        for key, role in (("text", "user"), ("code", "assistant")):
+            if not isinstance(row.get(key), list) or not row[key]:
+                return f"missing '{key}' field (a list with the {role} message used as a JEPA view)"
+            problem = _message_problem(row[key][0], f"'{key}' message", None)
+            if problem:
+                return problem
+    return None
+
+
+def _message_problem(msg, where: str, role: str | None) -> str | None:
+    if not isinstance(msg, dict):
+        return f"{where} is not an object"
+    if not msg.get("role"):
+        return f"{where} has a missing or empty role"
+    if role is not None and msg["role"] != role:
+        return f"{where} has role {msg['role']!r}, expected {role!r}"
+    if not isinstance(msg.get("content"), str):
+        return f"{where} has no string 'content'"
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Views
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ViewOptions:
+    predictors: int = 0
+    front_pred: bool = False
+    reverse_pred: bool = False
+    plain: bool = False
+    train_all: bool = False
+    use_view_fields: bool = False     # HellaSwag: Text/Code from the 'text'/'code' fields
+
+
+@dataclass(frozen=True)
+class RenderedView:
+    """A view as a string, with the character span [start, end) of its body: the
+    assistant answer for Full, the content (plus predictors) for Text and Code."""
+    text: str
+    start: int
+    end: int
+
+
+def full_messages(messages: list[dict], family: Family) -> list[dict]:
+    """The conversation as the template sees it (Gemma: system merged into the user turn)."""
+    if family.system_role:
+        return messages
+    merged = copy.deepcopy(messages[1:3])
+    merged[0]["content"] = messages[0]["content"] + "\n\n" + merged[0]["content"]
+    return merged
+
+
+def with_predictors(content: str, k: int, front: bool) -> str:
+    """Content with <|predictor_k|>...<|predictor_1|> appended (or prepended)."""
+    preds = "".join(f"<|predictor_{i}|>" for i in range(k, 0, -1))
+    return preds + content if front else content + preds
+
+
+def view_messages(row: dict, which: str, family: Family, opts: ViewOptions) -> dict:
+    """The one message a Text or Code view renders (before predictors)."""
+    swap = opts.reverse_pred
+    take_user = (which == "text") != swap
+    if opts.use_view_fields:
+        msg = dict(row["text" if take_user else "code"][0])
+    else:
+        msg = dict(row["messages"][1 if take_user else 2])
+    if msg["role"] == "assistant":
+        msg["role"] = family.code_view_role
+    return msg
+
+
+class ViewRenderer:
+    """Renders the Full, Text and Code views of an example to strings."""
+
+    def __init__(self, tokenizer, family: Family, opts: ViewOptions, template_kwargs: dict):
+        self.tok = tokenizer
+        self.family = family
+        self.opts = opts
+        self.kwargs = template_kwargs
+
+    def _render(self, messages: list[dict]) -> str:
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
+                                            **self.kwargs)
+
+    def _render_locating(self, messages: list[dict], body: str) -> RenderedView:
+        """Render `messages`, whose last message has content `body`, and locate the body."""
+        probe = copy.deepcopy(messages)
+        probe[-1]["content"] = SENTINEL
+        probe_text = self._render(probe)
+        at = probe_text.find(SENTINEL)
+        real = self._render(messages)
+        if at >= 0:
+            prefix, suffix = probe_text[:at], probe_text[at + len(SENTINEL):]
+            for candidate in (body, body.strip()):  # templates may trim the content
+                if real == prefix + candidate + suffix:
+                    return RenderedView(real, at, at + len(candidate))
+        raise ValueError(f"cannot locate the message content in the {self.family.name} chat "
+                         f"template's output: {real[:200]!r}")
+
+    def full(self, row: dict) -> RenderedView:
+        msgs = row["messages"]
+        user, answer = msgs[1]["content"], msgs[2]["content"]
+        if self.opts.plain:
+            if self.opts.train_all:
+                text = user + PLAIN_EOT
+                return RenderedView(text, 0, len(user))
+            start = len(user) + len(PERCEPTION)
+            return RenderedView(user + PERCEPTION + answer + PLAIN_EOT, start, start + len(answer))
+        return self._render_locating(full_messages(msgs, self.family), answer)
+
+    def side(self, row: dict, which: str) -> RenderedView:
+        """The Text (which='text') or Code (which='code') view."""
+        msg = view_messages(row, which, self.family, self.opts)
+        if which == "text" and self.opts.predictors:
+            msg["content"] = with_predictors(msg["content"], self.opts.predictors, self.opts.front_pred)
+        if self.opts.plain:
+            return RenderedView(msg["content"], 0, len(msg["content"]))
+        return self._render_locating([msg], msg["content"])
+
+
+# --------------------------------------------------------------------------------------
+# Tokenizing
+# --------------------------------------------------------------------------------------
+@dataclass
+class TokenizeStats:
+    examples: int = 0
+    truncated: dict = field(default_factory=lambda: {"full": 0, "text": 0, "code": 0})
+    no_end_of_turn: int = 0
+
+    def report(self, name: str, max_length: int) -> None:
+        for view, n in self.truncated.items():
+            if n:
+                logger.warning("%s: %d of %d %s views exceed --max_length %d and were truncated",
+                               name, n, self.examples, view, max_length)
+        if self.no_end_of_turn:
+            logger.warning("%s: %d answers have no end-of-turn token after them to train",
+                           name, self.no_end_of_turn)
+
+
+@dataclass(frozen=True)
+class TokenizeOptions:
+    max_length: int = 512
+    paper_compat: bool = False
+    last_token: int | None = None     # integer offset from the end, or None = auto
+
+
+class ViewTokenizer:
+    """Turns rendered views into token ids, labels and embedding positions."""
+
+    def __init__(self, tokenizer, opts: TokenizeOptions):
+        self.tok = tokenizer
+        self.opts = opts
+        self.special = special_ids(tokenizer)
+        self.pad_id = tokenizer.pad_token_id
+
+    def encode(self, views: list[RenderedView], plain: bool) -> list[dict]:
+        """Token ids and offsets of each view, truncated to max_length."""
+        flags = [self._add_special(v.text, plain) for v in views]
+        out: list[dict | None] = [None] * len(views)
+        for flag in (True, False):
+            idx = [i for i, f in enumerate(flags) if f == flag]
+            if not idx:
+                continue
+            enc = self.tok([views[i].text for i in idx], add_special_tokens=flag,
+                           return_offsets_mapping=True)
+            for j, i in enumerate(idx):
+                out[i] = {"ids": enc["input_ids"][j], "offsets": enc["offset_mapping"][j]}
+        return out
+
+    def _add_special(self, text: str, plain: bool) -> bool:
+        """Published: always. Default: not when the template already wrote the BOS."""
+        if self.opts.paper_compat or plain:
+            return True
+        bos = self.tok.bos_token
+        return not (bos and text.startswith(bos))
+
+    def _truncate(self, enc: dict) -> bool:
+        cut = len(enc["ids"]) > self.opts.max_length
+        if cut:
+            enc["ids"] = enc["ids"][: self.opts.max_length]
+            enc["offsets"] = enc["offsets"][: self.opts.max_length]
+        return cut
+
+    def labels(self, enc: dict, view: RenderedView, train_all: bool) -> tuple[list[int], bool]:
+        """LM labels of a Full view, and whether an end-of-turn token was found."""
+        ids = enc["ids"]
+        if self.opts.paper_compat:
+            # DataCollatorForLanguageModeling: every token, except those equal to pad.
+            return [t if t != self.pad_id else -100 for t in ids], True
+        if train_all:
+            return list(ids), True
+        labels = [-100] * len(ids)
+        for i, (s, e) in enumerate(enc["offsets"]):
+            if e > view.start and s < view.end and e > s:
+                labels[i] = ids[i]
+        for i, (s, _) in enumerate(enc["offsets"]):
+            if s >= view.end and ids[i] in self.special:
+                labels[i] = ids[i]  # the end-of-turn token that closes the answer
+                return labels, True
+        return labels, False
+
+    def embed_index(self, enc: dict, view: RenderedView) -> int:
+        """Position whose final hidden state embeds the view."""
+        n = len(enc["ids"])
+        if self.opts.last_token is not None:
+            idx = n + self.opts.last_token
+        else:
+            inside = [i for i, (s, e) in enumerate(enc["offsets"]) if e > view.start and s < view.end and e > s]
+            idx = inside[-1] if inside else n - 1
+        if not 0 <= idx < n:
+            raise DataError(f"--last_token {self.opts.last_token} points outside a view of {n} tokens")
+        return idx
+
+
+def tokenize_examples(rows: list[dict], renderer: ViewRenderer, vtok: ViewTokenizer,
+                      with_views: bool, name: str = "data") -> tuple[list[dict], TokenizeStats]:
+    """Features for every example: Full ids and labels, plus Text/Code ids and positions."""
+    stats = TokenizeStats(examples=len(rows))
+    plain = renderer.opts.plain
+    full_views = [renderer.full(r) for r in rows]
+    full_enc = vtok.encode(full_views, plain)
+    feats = []
+    for view, enc in zip(full_views, full_enc):
+        stats.truncated["full"] += vtok._truncate(enc)
+        labels, found = vtok.labels(enc, view, renderer.opts.train_all)
+        stats.no_end_of_turn += not found
+        feats.append({"input_ids": enc["ids"], "labels": labels})
+    if with_views:
+        for which in ("text", "code"):
+            views = [renderer.side(r, which) for r in rows]
+            for feat, view, enc in zip(feats, views, vtok.encode(views, plain)):
+                stats.truncated[which] += vtok._truncate(enc)
+                feat[f"{which}_input_ids"] = enc["ids"]
+                feat[f"{which}_emb"] = vtok.embed_index(enc, view)
+    stats.report(name, vtok.opts.max_length)
+    return feats, stats

@@ -1,0 +1,178 @@
+"""Forward layouts: how the padded views of a batch become one model call.
+
+* regular:  the Full rows only.
+* 3pass:    [Full; Text; Code] stacked into 3B rows (one call, as published).
+* additive: B Full rows, then B rows holding Text followed by Code, with a 4D block-causal
+            additive mask so that Code cannot see Text.
+
+Each builder returns a `Layout`: the model's keyword arguments, how many leading rows are
+Full views (the rows that carry LM labels) and where the Text and Code embeddings are read.
+Everything is built with tensor operations on the batch's device.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Layout:
+    kwargs: dict                                   # model(**kwargs)
+    labels: torch.Tensor                           # labels of the first `labels.shape[0]` rows
+    text_at: tuple[torch.Tensor, torch.Tensor] | None = None   # (rows, positions)
+    code_at: tuple[torch.Tensor, torch.Tensor] | None = None
+    truncated: int = 0                             # additive rows whose Code block was cut
+
+
+def content_start(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's first real token (0 with right padding)."""
+    return mask.shape[1] - mask.sum(1) - _right_pad(mask)
+
+
+def _right_pad(mask: torch.Tensor) -> torch.Tensor:
+    """Number of padding positions after the content of each row."""
+    flipped = mask.flip(1)
+    return torch.where(flipped.any(1), flipped.float().argmax(1), torch.zeros_like(mask[:, 0])).long()
+
+
+# --------------------------------------------------------------------------------------
+# regular and 3-pass
+# --------------------------------------------------------------------------------------
+def full_only(batch: dict, with_positions: bool = True) -> Layout:
+    """The Full rows alone, trimmed to their longest sequence."""
+    mask = batch["attention_mask"]
+    keep = _used_columns(mask)
+    kwargs = {"input_ids": batch["input_ids"][:, keep], "attention_mask": mask[:, keep]}
+    if with_positions:
+        kwargs["position_ids"] = batch["position_ids"][:, keep]
+    return Layout(kwargs, batch["labels"][:, keep])
+
+
+def _used_columns(mask: torch.Tensor) -> slice:
+    """Columns that hold a real token in some row (all views may be padded to one length)."""
+    used = mask.any(0).nonzero()
+    if used.numel() == 0:
+        return slice(0, mask.shape[1])
+    return slice(int(used[0]), int(used[-1]) + 1)
+
+
+def three_pass(batch: dict, with_positions: bool = True) -> Layout:
+    """[Full; Text; Code] as 3B rows of one length (the collator pads them alike)."""
+    b = batch["input_ids"].shape[0]
+    cat = lambda key: torch.cat([batch[key], batch[f"text_{key}"], batch[f"code_{key}"]])  # noqa: E731
+    kwargs = {"input_ids": cat("input_ids"), "attention_mask": cat("attention_mask")}
+    if with_positions:
+        kwargs["position_ids"] = cat("position_ids")
+    rows = torch.arange(b, device=batch["input_ids"].device)
+    return Layout(kwargs, batch["labels"], (rows + b, batch["text_emb"]), (rows + 2 * b, batch["code_emb"]))
+
+
+# --------------------------------------------------------------------------------------
+# additive mask
+# --------------------------------------------------------------------------------------
+def gather_segments(segments: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], width: int,
+                    pad_value: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Concatenate per-row token segments into right-padded rows of `width`.
+
+    segments: (values [B, L], start [B], length [B]) each; row i gets values[i, start:start+length]
+    of every segment in turn. Returns values [B, width], segment ids [B, width] (1, 2, ...;
+    0 = padding) and position ids that restart at 0 in every segment.
+    """
+    b, device = segments[0][0].shape[0], segments[0][0].device
+    cols = torch.arange(width, device=device).expand(b, width)
+    out = torch.full((b, width), pad_value, dtype=segments[0][0].dtype, device=device)
+    seg = torch.zeros((b, width), dtype=torch.long, device=device)
+    pos = torch.zeros((b, width), dtype=torch.long, device=device)
+    offset = torch.zeros(b, dtype=torch.long, device=device)
+    for n, (values, start, length) in enumerate(segments, start=1):
+        inside = (cols >= offset[:, None]) & (cols < (offset + length)[:, None])
+        local = (cols - offset[:, None]).clamp(min=0)
+        src = (start[:, None] + local).clamp(max=values.shape[1] - 1)
+        out = torch.where(inside, values.gather(1, src), out)
+        seg = torch.where(inside, n, seg)
+        pos = torch.where(inside, local, pos)
+        offset = offset + length
+    return out, seg, pos
+
+
+def block_causal_mask(seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, L, L] additive mask: causal inside each segment, the dtype's minimum elsewhere.
+
+    The minimum (not -inf) keeps padding rows, which see nothing, finite under eager attention.
+    """
+    L = seg.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=seg.device).tril()
+    allowed = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] > 0) & causal
+    zero = torch.zeros((), dtype=dtype, device=seg.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]
+
+
+def additive(batch: dict, dtype: torch.dtype, pad_id: int, max_length: int) -> Layout:
+    """Full rows plus Text||Code rows, each view cut after its embedding position.
+
+    Works with left or right padded views; position ids restart for the Code block, so the
+    losses equal the 3-pass layout's. A Text||Code row longer than max(--max_length, the Full
+    rows) loses the end of its Code block, and the Code embedding moves to the last kept token.
+    """
+    b = batch["input_ids"].shape[0]
+    f_start = content_start(batch["attention_mask"])
+    f_len = batch["attention_mask"].sum(1)
+    t_start = content_start(batch["text_attention_mask"])
+    c_start = content_start(batch["code_attention_mask"])
+    t_len = batch["text_emb"] - t_start + 1
+    c_len = batch["code_emb"] - c_start + 1
+    cap = max(max_length, int(f_len.max()), int(t_len.max()) + 1)  # room for one Code token
+    over = (t_len + c_len) > cap
+    c_len = torch.minimum(c_len, cap - t_len)
+    width = max(int(f_len.max()), int((t_len + c_len).max()))
+
+    full_ids, full_seg, full_pos = gather_segments([(batch["input_ids"], f_start, f_len)], width, pad_id)
+    labels, _, _ = gather_segments([(batch["labels"], f_start, f_len)], width, -100)
+    tc_ids, tc_seg, tc_pos = gather_segments(
+        [(batch["text_input_ids"], t_start, t_len), (batch["code_input_ids"], c_start, c_len)], width, pad_id)
+    seg = torch.cat([full_seg, tc_seg])
+    kwargs = {"input_ids": torch.cat([full_ids, tc_ids]),
+              "attention_mask": block_causal_mask(seg, dtype),
+              "position_ids": torch.cat([full_pos, tc_pos])}
+    rows = torch.arange(b, device=seg.device) + b
+    return Layout(kwargs, labels, (rows, t_len - 1), (rows, t_len + c_len - 1), truncated=int(over.sum()))
+
+
+def additive_published(batch: dict, full_offset: int | None) -> Layout:
+    """The published additive layout, bit for bit (--paper_compat).
+
+    Views are right-padded to --max_length. Row B+i is the Text row with the Code view's
+    first `la` tokens written at [lu, lu+la); the mask is float32 with -inf; the Full row
+    is cut to n + last_token + 1; position ids are not passed (so they do not restart).
+    """
+    text_ids = batch["text_input_ids"].clone()
+    b, L = text_ids.shape
+    device = text_ids.device
+    lu = batch["text_emb"] + 1
+    la = batch["code_emb"] + 1
+    over = (lu + la) > L
+    la = torch.minimum(la, L - lu)  # the published code raises a shape error here instead
+    lf = batch["attention_mask"].sum(1) + (full_offset + 1 if full_offset is not None else 0)
+    cols = torch.arange(L, device=device).expand(b, L)
+    in_code = (cols >= lu[:, None]) & (cols < (lu + la)[:, None])
+    src = (cols - lu[:, None]).clamp(min=0, max=L - 1)
+    text_ids = torch.where(in_code, batch["code_input_ids"].gather(1, src), text_ids)
+    seg = torch.cat([torch.where(cols < lf[:, None], 1, 0),
+                     torch.where(cols < lu[:, None], 1, torch.where(in_code, 2, 0))])
+    causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()
+    allowed = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] > 0) & causal
+    mask = torch.full(allowed.shape, -torch.inf, device=device).masked_fill(allowed, 0.0)[:, None]
+    labels = torch.cat([batch["labels"], torch.full_like(batch["labels"], -100)])
+    kwargs = {"input_ids": torch.cat([batch["input_ids"], text_ids]), "attention_mask": mask,
+              "labels": labels}
+    rows = torch.arange(b, device=device) + b
+    return Layout(kwargs, labels, (rows, lu - 1), (rows, lu + la - 1), truncated=int(over.sum()))
+
+
+def gather_embeddings(hidden: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    rows, pos = at
+    return hidden[rows, pos]

@@ -1,0 +1,113 @@
+"""Loading the model: pretrained or randomly initialised, embeddings grown for the new
+special tokens, optionally wrapped with LoRA; and saving it (LoRA merged)."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .families import PUBLISHED_LORA_TARGETS, Family
+
+logger = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def resolve_dtype(name: str) -> str:
+    """'auto' -> bf16 on a CUDA GPU that supports it, fp16 on an older GPU, fp32 on CPU."""
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def parameter_dtype(compute: str, paper_compat: bool) -> torch.dtype:
+    """Weights stay fp32 (mixed precision) unless --paper_compat, which, as published,
+    holds the weights and the AdamW update in bf16."""
+    return TORCH_DTYPES[compute] if paper_compat else torch.float32
+
+
+def load_model(model_name: str, family: Family, *, dtype: torch.dtype, attn_implementation: str | None,
+               pretrain: bool, seed: int, vocab_size: int | None, exact_resize: bool = False):
+    """A causal LM ready for training (use_cache off).
+
+    vocab_size: the tokenizer's size when tokens were added. The published code resizes the
+    embeddings to exactly that (exact_resize), which also shrinks a padded vocabulary such
+    as Qwen's; by default they only grow.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    remote = family.name == "openelm"
+    if pretrain:
+        # Seeded, so that every rank builds the same weights; DDP also broadcasts rank 0's.
+        torch.manual_seed(seed)
+        config = AutoConfig.from_pretrained(model_name, trust_remote_code=remote)
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=remote, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_name, trust_remote_code=remote, **kwargs)
+    model.config.use_cache = False
+    rows = model.get_input_embeddings().weight.shape[0]
+    if vocab_size is not None and (exact_resize or vocab_size > rows):
+        model.resize_token_embeddings(vocab_size)
+    return model
+
+
+def add_lora(model, family: Family, rank: int, paper_compat: bool):
+    """LoRA r, alpha 2r, dropout 0.1 on the family's projections."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = PUBLISHED_LORA_TARGETS if paper_compat else family.lora_targets
+    config = LoraConfig(task_type=TaskType.CAUSAL_LM, inference_mode=False, r=rank, lora_alpha=2 * rank,
+                        lora_dropout=0.1, target_modules=list(targets) if isinstance(targets, tuple) else targets)
+    model = get_peft_model(model, config)
+    model.enable_input_require_grads()  # lets reentrant gradient checkpointing reach the adapters
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
+    return model
+
+
+def merged_for_saving(model):
+    """The model to save: LoRA adapters merged into the base weights."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+def find_decoder(model):
+    """The decoder stack (the module whose output is the final hidden state), or None.
+
+    Looked up through DDP/PEFT/FSDP wrappers: the first transformers model inside that
+    knows its decoder.
+    """
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel) and hasattr(module, "get_decoder"):
+            decoder = module.get_decoder()
+            if decoder is not None and decoder is not module:
+                return decoder
+    return None
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """Parameters that multiply every token (decoder body) and the lm_head size."""
+    from transformers import PreTrainedModel
+
+    base = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
+    seen, total = set(), 0
+    for p in base.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    embed = base.get_input_embeddings().weight
+    head = base.get_output_embeddings()
+    head_n = head.weight.numel() if head is not None else 0
+    tied = head is not None and head.weight is embed
+    body = total - embed.numel() - (0 if tied else head_n)
+    cfg = base.config
+    return {"body": body, "head": head_n, "layers": getattr(cfg, "num_hidden_layers", 0),
+            "hidden": getattr(cfg, "hidden_size", 0)}

@@ -1,0 +1,97 @@
+"""Tokenizer setup: the special tokens LLM-JEPA adds, the pad token, the chat template
+(family template, or a documented fallback for base models) and the pinned date."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from .families import SIMPLE_CHAT_TEMPLATE, Family
+
+logger = logging.getLogger(__name__)
+
+PREDICTOR_TOKENS = tuple(f"<|predictor_{i}|>" for i in range(1, 11))
+# Added when missing, in this order (the order fixes their ids, hence embedding rows).
+JEPA_SPECIAL_TOKENS = PREDICTOR_TOKENS + (
+    "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|perception|>")
+PERCEPTION = "<|perception|>"
+PLAIN_EOT = "<|eot_id|>"
+
+# The date the Llama-3 template falls back to when it has no clock; pinning it keeps
+# prompts (and so results) independent of the day a run happens.
+PINNED_DATE = "26 Jul 2024"
+
+
+@dataclass
+class TokenizerSetup:
+    tokenizer: object
+    new_tokens: list[str]          # tokens added here (the embeddings must grow)
+    template_kwargs: dict          # extra variables for apply_chat_template
+    fallback_template: bool        # True when the tokenizer had no chat template
+    date_string: str | None        # the date the template stamps, or None = today (compat)
+
+
+def tokenizer_source(model_name: str, family: Family, override: str | None) -> str:
+    if override:
+        return override
+    if family.tokenizer_source and not os.path.isdir(model_name):
+        return family.tokenizer_source
+    return model_name
+
+
+def setup_tokenizer(model_name: str, family: Family, *, override: str | None = None,
+                    paper_compat: bool = False, date_string: str | None = None) -> TokenizerSetup:
+    """Load the tokenizer and make it ready for the three JEPA views."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_source(model_name, family, override))
+    fallback = _ensure_template(tok, family, paper_compat)
+    if family.bos_token:
+        tok.add_special_tokens({"bos_token": family.bos_token})
+    new_tokens = add_jepa_tokens(tok, paper_compat)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not paper_compat and date_string is None:
+        date_string = PINNED_DATE
+    kwargs = dict(family.template_kwargs) if not paper_compat else {}
+    if date_string is not None:
+        kwargs["date_string"] = date_string
+    return TokenizerSetup(tok, new_tokens, kwargs, fallback, date_string)
+
+
+def _ensure_template(tok, family: Family, paper_compat: bool) -> bool:
+    """Give the tokenizer its family template, or the fallback when it has none."""
+    if family.chat_template:
+        tok.chat_template = family.chat_template
+        return False
+    if tok.chat_template:
+        return False
+    if paper_compat:
+        raise ValueError(
+            "the tokenizer has no chat template; the published code stops here. Use --plain, "
+            "or drop --paper_compat to get the documented fallback template.")
+    logger.warning("tokenizer has no chat template: using the fallback '<|role|>\\n...<eos>' template")
+    tok.chat_template = SIMPLE_CHAT_TEMPLATE
+    return True
+
+
+def add_jepa_tokens(tok, paper_compat: bool = False) -> list[str]:
+    """Add the predictor and header tokens that the tokenizer lacks; return them."""
+    vocab = tok.get_vocab()
+    new = [t for t in JEPA_SPECIAL_TOKENS if t not in vocab]
+    if new:
+        if paper_compat:
+            tok.add_special_tokens({"additional_special_tokens": new})
+        else:
+            # Keep the tokenizer's own extra special tokens (Qwen's <|im_start|> ...).
+            tok.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
+    return new
+
+
+def special_ids(tok) -> set[int]:
+    """Ids of every special token, including added ones such as <end_of_turn>."""
+    ids = set(tok.all_special_ids)
+    for idx, added in tok.added_tokens_decoder.items():
+        if getattr(added, "special", False):
+            ids.add(idx)
+    return ids

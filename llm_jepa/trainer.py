@@ -1,0 +1,282 @@
+"""The JEPA trainer: a transformers Trainer extended only through `compute_loss` and `log`.
+
+Per micro-batch it builds the layout (masks.py), runs the model once, and combines
+
+    total = gamma * lm_loss + lbd * jepa_loss
+
+By default the LM loss is the token-level mean over the whole accumulated batch (the
+Trainer's `num_items_in_batch`), logits are computed only where a label is, and the last
+hidden state is taken from the decoder's output with a forward hook instead of keeping
+every layer's states. `--paper_compat` runs the published forward instead (`_published_loss`).
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import Trainer
+
+from . import losses, masks
+from .flops import batch_flops
+from .modeling import find_decoder, parameter_counts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JepaSettings:
+    layout: str = "3pass"              # regular | 3pass | additive
+    loss: str = "cosine"               # cosine | l2 | mse | infonce
+    lbd: float = 0.1
+    gamma: float = 1.0
+    jepa_ratio: float = -1.0           # > 0: compute JEPA on this fraction of micro-batches
+    paper_compat: bool = False
+    max_length: int = 512
+    pad_id: int = 0
+    compute_dtype: torch.dtype = torch.float32
+    full_offset: int | None = None     # published additive mask: Full rows cut at n + offset + 1
+    seed: int = 42
+    debug_dump: bool = False           # --debug: log the first batch as the model sees it
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class JepaTrainer(Trainer):
+    def __init__(self, *args, jepa: JepaSettings, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.jepa = jepa
+        # Default: the returned loss is already normalised over the accumulated batch.
+        # Compat: leave the decision to the Trainer, as the published trainer did.
+        self.loss_is_scaled_for_ga = None if jepa.paper_compat else True
+        # JEPA-loss dropout draws from its own generator: same decisions on every rank,
+        # and no effect on the global RNG (dropout, sampling).
+        self._dropout_rng = torch.Generator().manual_seed(jepa.seed)
+        self._counts = parameter_counts(self.model)
+        self._logits_to_keep_ok = "logits_to_keep" in inspect.signature(
+            _causal_lm(self.model).forward).parameters
+        self._reset_window()
+        self._dumped = False
+
+    # ------------------------------------------------------------------------------
+    # loss
+    # ------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.jepa.paper_compat:
+            return self._published_loss(model, inputs, return_outputs, num_items_in_batch)
+        use_jepa = self.jepa.layout != "regular" and self._draw_jepa(model.training)
+        layout = self._layout(inputs, use_jepa)
+        hidden, logits = self._forward(model, layout, need_hidden=use_jepa)
+        lm_sum, lm_count = losses.lm_loss_sum(logits, shifted_targets(layout.labels, self._keep))
+        lm = lm_sum / self._lm_denominator(lm_count, num_items_in_batch)
+        jepa = self._jepa_loss(hidden, layout) if use_jepa else None
+        ga = self.current_gradient_accumulation_steps if model.training else 1
+        total = losses.combine(lm, 0.0 if jepa is None else jepa / ga, self.jepa.gamma, self.jepa.lbd)
+        if model.training:
+            self._check_finite(total, lm, jepa)
+            self._record(layout, lm_sum.detach(), lm_count, jepa)
+        if self.jepa.debug_dump and not self._dumped:
+            self._dump(inputs, layout)
+        return (total, {"loss": total}) if return_outputs else total
+
+    def _draw_jepa(self, training: bool) -> bool:
+        if not training or self.jepa.jepa_ratio <= 0:
+            return True
+        return torch.rand(1, generator=self._dropout_rng).item() <= self.jepa.jepa_ratio
+
+    def _layout(self, inputs: dict, use_jepa: bool) -> masks.Layout:
+        if not use_jepa:
+            return masks.full_only(inputs)
+        if self.jepa.layout == "additive":
+            lay = masks.additive(inputs, self.jepa.compute_dtype, self.jepa.pad_id, self.jepa.max_length)
+            self._window["additive_truncated"] += lay.truncated
+            return lay
+        return masks.three_pass(inputs)
+
+    def _forward(self, model, layout: masks.Layout, need_hidden: bool):
+        hidden, logits, self._keep = forward_layout(model, layout, need_hidden, self._logits_to_keep_ok)
+        return hidden, logits
+
+    def _lm_denominator(self, count: torch.Tensor, num_items_in_batch) -> torch.Tensor:
+        """Tokens the LM loss is averaged over: the whole accumulated batch when training."""
+        if num_items_in_batch is None:
+            return count.clamp(min=1)
+        denom = torch.as_tensor(num_items_in_batch, device=count.device).clamp(min=1)
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            # num_items_in_batch counts every rank's tokens and DDP averages gradients.
+            denom = denom / self.accelerator.num_processes
+        return denom
+
+    def _jepa_loss(self, hidden: torch.Tensor, layout: masks.Layout) -> torch.Tensor:
+        t = masks.gather_embeddings(hidden, layout.text_at)
+        c = masks.gather_embeddings(hidden, layout.code_at)
+        return losses.JEPA_LOSSES[self.jepa.loss](t, c)
+
+    def _check_finite(self, total, lm, jepa) -> None:
+        if not torch.isfinite(total.detach()):
+            step = self.state.global_step + 1
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step}: lm_loss={float(lm.detach()):.6g}, "
+                f"jepa_loss={'-' if jepa is None else f'{float(jepa.detach()):.6g}'}; stopping")
+
+    # ------------------------------------------------------------------------------
+    # --paper_compat: the published forward, bit for bit
+    # ------------------------------------------------------------------------------
+    def _published_loss(self, model, inputs, return_outputs, num_items_in_batch):
+        if self.jepa.layout == "regular":
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if model.training:
+                # The Trainer's loss is already normalised over the accumulated batch.
+                value = (loss[0] if return_outputs else loss).detach()
+                self._record_published(value, None, inputs, weight=1 / self.current_gradient_accumulation_steps)
+            return loss
+        skip = False
+        if self.jepa.layout == "additive":
+            # The published dropout draw: global RNG, additive mask only.
+            if self.jepa.jepa_ratio > 0.0 and torch.rand(1).item() > self.jepa.jepa_ratio:
+                skip = True
+                kwargs = {k: inputs[k] for k in ("input_ids", "labels", "attention_mask")}
+                layout = masks.Layout(kwargs, inputs["labels"])
+            else:
+                layout = masks.additive_published(inputs, self.jepa.full_offset)
+        else:
+            layout = masks.three_pass(inputs, with_positions=False)
+            empty = torch.full_like(inputs["labels"], -100)
+            layout.kwargs["labels"] = torch.cat([inputs["labels"], empty, empty])
+        out = model(**layout.kwargs, output_hidden_states=True)
+        lm = out.loss
+        jepa = None if skip else self._jepa_loss(out.hidden_states[-1], layout)
+        total = losses.combine(lm, 0.0 if jepa is None else jepa, self.jepa.gamma, self.jepa.lbd)
+        if model.training:
+            self._check_finite(total, lm, jepa)
+            self._record_published(lm.detach(), None if jepa is None else jepa.detach(), inputs)
+        return (total, out) if return_outputs else total
+
+    # ------------------------------------------------------------------------------
+    # logging: lm_loss, jepa_loss, tokens/s and analytic FLOPs per logging window
+    # ------------------------------------------------------------------------------
+    def _reset_window(self) -> None:
+        self._window = {"lm_sum": 0.0, "lm_count": 0.0, "jepa_sum": 0.0, "jepa_n": 0.0, "micro": 0.0,
+                        "tokens": 0.0, "flops": 0.0, "additive_truncated": 0}
+        self._window_start = time.perf_counter()
+        self._window_step = self.state.global_step
+
+    def _record(self, layout: masks.Layout, lm_sum, lm_count, jepa) -> None:
+        w = self._window
+        w["lm_sum"] = w["lm_sum"] + lm_sum
+        w["lm_count"] = w["lm_count"] + lm_count
+        if jepa is not None:
+            w["jepa_sum"] = w["jepa_sum"] + jepa.detach()
+            w["jepa_n"] += 1
+        w["micro"] += 1
+        rows = layout.kwargs["input_ids"].shape[0]
+        tokens, flops = batch_flops(layout, self._counts, n_logits=self._keep.numel() * rows)
+        w["tokens"] = w["tokens"] + tokens
+        w["flops"] = w["flops"] + flops
+
+    def _record_published(self, lm, jepa, inputs, weight: float = 1.0) -> None:
+        """Compat: lm_loss is the model's mean over each micro-batch."""
+        w = self._window
+        w["lm_sum"] = w["lm_sum"] + lm
+        w["lm_count"] += weight
+        if jepa is not None:
+            w["jepa_sum"] = w["jepa_sum"] + jepa
+            w["jepa_n"] += 1
+        w["micro"] += 1
+        tokens = inputs["attention_mask"].sum()
+        for view in ("text", "code"):
+            if jepa is not None and f"{view}_attention_mask" in inputs:
+                tokens = tokens + inputs[f"{view}_attention_mask"].sum()
+        w["tokens"] = w["tokens"] + tokens
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._window["micro"]:
+            logs.update(self._window_metrics())
+            self._reset_window()
+        super().log(logs, start_time)
+
+    def _window_metrics(self) -> dict[str, float]:
+        w = self._window
+        keys = ("lm_sum", "lm_count", "jepa_sum", "jepa_n", "tokens", "flops", "micro")
+        vals = torch.tensor([float(w[k]) for k in keys], dtype=torch.float64, device=self.args.device)
+        if self.accelerator.num_processes > 1:
+            vals = self.accelerator.reduce(vals, reduction="sum")
+        s = dict(zip(keys, vals.tolist()))
+        steps = max(1, self.state.global_step - self._window_step)
+        elapsed = max(time.perf_counter() - self._window_start, 1e-9)
+        out = {"lm_loss": s["lm_sum"] / max(s["lm_count"], 1.0),
+               "tokens_per_second": s["tokens"] / elapsed,
+               "jepa_fraction": s["jepa_n"] / max(s["micro"], 1.0)}
+        if s["jepa_n"]:
+            out["jepa_loss"] = s["jepa_sum"] / s["jepa_n"]
+        if s["flops"]:
+            out["flops_per_step"] = s["flops"] / steps
+        if w["additive_truncated"]:
+            out["additive_truncated"] = w["additive_truncated"]
+        return out
+
+    # ------------------------------------------------------------------------------
+    def _dump(self, inputs: dict, layout: masks.Layout) -> None:
+        """--debug: show the first batch as the model sees it (rank 0)."""
+        self._dumped = True
+        if not self.is_world_process_zero():
+            return
+        from .collate import describe_batch
+        logger.debug("first batch:\n%s", describe_batch(inputs, self.processing_class))
+
+
+def forward_layout(model, layout: masks.Layout, need_hidden: bool, logits_to_keep: bool = True):
+    """One model call on a layout.
+
+    Returns the last hidden state (None unless `need_hidden`), the logits of the labelled
+    rows at the kept positions, and those positions: the columns p where some row has a
+    target at p + 1. Only those logits are computed when the model takes `logits_to_keep`.
+    """
+    labels = layout.labels
+    keep = (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
+    kwargs = dict(layout.kwargs, use_cache=False)
+    if logits_to_keep:
+        kwargs["logits_to_keep"] = keep
+    with _capture_last_hidden(model, need_hidden) as captured:
+        out = model(**kwargs)
+    logits = out.logits[: labels.shape[0]]
+    if not logits_to_keep:
+        logits = logits[:, keep]
+    return captured.get("hidden"), logits, keep
+
+
+def shifted_targets(labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The next-token targets of the kept positions."""
+    return labels[:, 1:][:, keep]
+
+
+def _causal_lm(model):
+    from transformers import PreTrainedModel
+
+    return next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
+
+
+@contextlib.contextmanager
+def _capture_last_hidden(model, enabled: bool):
+    """Keep the decoder's output (the final, normed hidden state) during one forward."""
+    captured: dict = {}
+    decoder = find_decoder(model) if enabled else None
+    if not enabled:
+        yield captured
+        return
+    if decoder is None:
+        raise RuntimeError("cannot find the model's decoder to read hidden states from")
+
+    def hook(_module, _args, output):
+        captured["hidden"] = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+    handle = decoder.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()

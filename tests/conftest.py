@@ -1,0 +1,83 @@
+"""Shared test fixtures: tiny models, a tokenizer trained here, and ../shared when present."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+TOKENIZERS = SHARED / "tokenizers"
+DATASETS = SHARED / "datasets"
+
+
+def needs_shared(*parts: str) -> Path:
+    """A path under ../shared, or skip the test when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is not available")
+    return path
+
+
+def example(system="Convert natural language to regular expression.", user="lines with a vowel",
+            answer="([AEIOUaeiou]).*", **extra) -> dict:
+    return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": user},
+                         {"role": "assistant", "content": answer}], **extra}
+
+
+# Hand-written rows in the published format: enough text to train a small BPE tokenizer
+# and a tiny model without ../shared.
+WORDS = ["vowel", "letter", "number", "dog", "truck", "ring", "lines", "words", "character", "string",
+         "capital", "lower-case", "starting", "ending", "containing", "before", "after", "zero", "more"]
+CLASSES = ["[AEIOUaeiou]", "[a-z]", "[A-Z]", "[0-9]", "dog", "truck", "ring", "."]
+
+
+def synthetic_rows(n: int = 64, seed: int = 0) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.sample(range(len(CLASSES)), 2)
+        desc = f"lines {rng.choice(WORDS)} {rng.choice(WORDS)} then {rng.choice(WORDS)}"
+        rows.append(example(user=desc, answer=f"({CLASSES[a]}).*({CLASSES[b]}).*"))
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from llm_jepa.tiny import conversation_texts, train_tokenizer
+
+    return train_tokenizer(conversation_texts(synthetic_rows(200)), vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def train_file(tmp_path_factory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("data") / "synth_train.jsonl", synthetic_rows(64))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, tiny_tokenizer) -> Path:
+    from llm_jepa.tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", "llama", tiny_tokenizer)
+
+
+def real_tokenizer(folder: str):
+    """A tokenizer from ../shared/tokenizers, prepared as the trainer prepares it."""
+    from llm_jepa.families import family_for
+    from llm_jepa.tokenization import setup_tokenizer
+
+    path = needs_shared("tokenizers", folder)
+    family = family_for(folder)
+    return setup_tokenizer(str(path), family), family

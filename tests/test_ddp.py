@@ -1,0 +1,33 @@
+"""Two-process DDP on CPU (gloo) through torchrun."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.parametrize("layout", [[], ["--additive_mask"]])
+def test_two_process_gloo_run(tmp_path, train_file, tiny_llama, layout):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    out = tmp_path / "ddp"
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", str(ROOT / "tests" / "ddp_worker.py"),
+           "--train_file", str(train_file), "--model_name", str(tiny_llama), "--output_dir", str(out),
+           "--dtype", "fp32", "--batch_size", "2", "--grad_accum", "2", "--max_steps", "3", "--eval_steps", "1",
+           "--max_length", "128", "--predictors", "1", *layout]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world"] == 2
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # identical weights on both ranks
+    assert len(ranks[0]["losses"]) == 3 and all(math.isfinite(x) for x in ranks[0]["losses"])
+    # rank 0 alone logs and saves
+    assert proc.stdout.count("Training completed") == 1
+    assert (out / "model.safetensors").exists() and (out / "trainer_state.json").exists()
