@@ -46,7 +46,8 @@ def conversation_texts(rows: Iterable[dict]) -> Iterable[str]:
 
 TINY_SHAPES = {
     "llama": dict(model_type="llama", num_key_value_heads=2),
-    "gemma2": dict(model_type="gemma2", num_key_value_heads=2, head_dim=8, sliding_window=64),
+    # a window longer than any test sequence: the block masks then mean the same in every layer
+    "gemma2": dict(model_type="gemma2", num_key_value_heads=2, head_dim=8, sliding_window=4096),
     "qwen2": dict(model_type="qwen2", num_key_value_heads=2),
     "olmo2": dict(model_type="olmo2", num_key_value_heads=2),
     "phi": dict(model_type="phi"),
@@ -79,3 +80,35 @@ def save_tiny_model(path: str | Path, kind: str, tokenizer, seed: int = 0, **con
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def main(argv=None) -> None:
+    """python -m llm_jepa.tiny OUT_DIR [--kind llama] (--tokenizer DIR | --train_text FILE.jsonl)"""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Write a tiny random-init model (a --model_name directory).")
+    parser.add_argument("out", help="directory to write")
+    parser.add_argument("--kind", default="llama", choices=sorted(TINY_SHAPES))
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tokenizer", help="an existing tokenizer directory (e.g. ../shared/tokenizers/...)")
+    src.add_argument("--train_text", help="train a small BPE tokenizer on this JSONL dataset instead")
+    parser.add_argument("--vocab_size", type=int, default=1000, help="vocabulary of a trained tokenizer")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    else:
+        with open(args.train_text, encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh if line.strip()]
+        tok = train_tokenizer(conversation_texts(rows), args.vocab_size)
+    path = save_tiny_model(args.out, args.kind, tok, seed=args.seed, hidden=args.hidden, layers=args.layers)
+    print(f"wrote a tiny {args.kind} model ({len(tok)} tokens) to {path}")
+
+
+if __name__ == "__main__":
+    main()

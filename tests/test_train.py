@@ -297,3 +297,40 @@ def test_cli_entry_point(tmp_path, train_file, tiny_llama):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Training completed" in proc.stdout and (out / "model.safetensors").exists()
+
+
+def test_eval_file_and_data_file(tmp_path, tiny_llama):
+    data = write_jsonl(tmp_path / "synth_train.jsonl", synthetic_rows(16))
+    evals = write_jsonl(tmp_path / "synth_test.jsonl", synthetic_rows(6, seed=9))
+    args = argv(data, tiny_llama, tmp_path / "ev", "--eval_file", evals, "--max_steps", "-1", "--num_epochs", "1")
+    trainer = train(*args)
+    (ev,) = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert math.isfinite(ev["eval_loss"]) and ev["epoch"] == 1.0
+    split = train("--data_file", str(data), *argv(data, tiny_llama, tmp_path / "split")[2:],
+                  "--eval_split", "0.25")
+    assert len(split.train_dataset) == 12 and len(split.eval_dataset) == 4
+
+
+def test_hellaswag_training_uses_the_view_fields(tmp_path, tiny_llama, caplog):
+    import logging
+
+    rows = [example(system="Which ending?", user=f"context {i}\nA) x\nB) y", answer="A",
+                    text=[{"role": "user", "content": f"context {i}"}],
+                    code=[{"role": "assistant", "content": "the right ending"}]) for i in range(8)]
+    data = write_jsonl(tmp_path / "hellaswag_train.jsonl", rows)
+    caplog.set_level(logging.DEBUG, logger="llm_jepa")
+    train(*argv(data, tiny_llama, tmp_path / "hs", "--max_steps", "1", "--debug", "1"))
+    dump = "\n".join(m for m in caplog.messages if m.startswith("first batch"))
+    assert "the right ending" in dump and "Code (" in dump and "embedding at position" in dump
+    bad = write_jsonl(tmp_path / "hellaswag_bad.jsonl", [example()])
+    from llm_jepa.data import DataError
+
+    with pytest.raises(DataError, match="missing 'text' field"):
+        train(*argv(bad, tiny_llama, tmp_path / "hs2", "--max_steps", "1"))
+
+
+def test_attention_implementation_is_passed_through(tmp_path, train_file, tiny_llama):
+    trainer = train(*argv(train_file, tiny_llama, tmp_path / "eager", "--attn_implementation", "eager",
+                          "--additive_mask", "--max_steps", "1"))
+    assert trainer.model.config._attn_implementation == "eager"
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
