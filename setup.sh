@@ -26,7 +26,9 @@ if $VPY -c "import torch, sys; v = tuple(map(int, torch.__version__.split('+')[0
 elif command -v nvidia-smi >/dev/null 2>&1; then
     say "nvidia-smi found: installing the CUDA build of torch"
     $VPY -m pip install -q "$TORCH_SPEC"
-elif $VPY -m pip install -q --no-index torch==2.13.0 2>/dev/null; then
+elif $VPY -m pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null; then
+    # a local wheel exists (pip's find-links); now its dependencies, from the package index
+    $VPY -m pip install -q torch==2.13.0
     say "installed the local CPU wheel torch==2.13.0"
 else
     say "installing the CPU build of torch from the PyTorch CPU index"

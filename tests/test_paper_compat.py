@@ -80,20 +80,21 @@ def record_losses(trainer):
 
 
 def our_trainer(tmp_path, model_dir, data, **flags):
+    flags.setdefault("dtype", "fp32")
     cfg = TrainConfig(train_file=str(data), model_name=str(model_dir), output_dir=str(tmp_path / "ours"),
-                      paper_compat=True, dtype="fp32", batch_size=2, grad_accum=2, max_steps=3,
+                      paper_compat=True, batch_size=2, grad_accum=2, max_steps=3,
                       max_length=L, last_token="-1", **flags).validate()
     family = T.detect_family(cfg.model_name)
     setup = setup_tokenizer(cfg.model_name, family, paper_compat=True)
     splits = T.load_splits(cfg, family, setup, -1)
     save_steps, epochs = T.schedule(cfg, len(splits.train), 1)
-    args = T.training_arguments(cfg, cfg.output_dir, "fp32", save_steps, epochs, False)
+    args = T.training_arguments(cfg, cfg.output_dir, cfg.dtype, save_steps, epochs, False)
     torch.manual_seed(1234)  # the same RNG state for both embedding resizes
-    return T.build_trainer(cfg, family, setup, splits, args, "fp32", -1), setup
+    return T.build_trainer(cfg, family, setup, splits, args, cfg.dtype, -1), setup
 
 
 def reference_trainer(tmp_path, model_dir, data, ours_args, *, regular=False, additive=False, predictors=0,
-                      lbd=0.1, loss="cosine", jepa_ratio=-1.0):
+                      lbd=0.1, loss="cosine", jepa_ratio=-1.0, lora_rank=None, dtype=torch.float32):
     import dataclasses
     import json
 
@@ -106,8 +107,16 @@ def reference_trainer(tmp_path, model_dir, data, ours_args, *, regular=False, ad
     if regular:
         feats = [{k: f[k] for k in ("input_ids", "attention_mask", "labels")} for f in feats]
     torch.manual_seed(1234)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     model.resize_token_embeddings(len(tok))
+    if lora_rank:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            task_type=TaskType.CAUSAL_LM, inference_mode=False, r=lora_rank, lora_alpha=2 * lora_rank,
+            lora_dropout=0.1, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                              "down_proj"]))
+        model.enable_input_require_grads()
     args = dataclasses.replace(ours_args, output_dir=str(tmp_path / "ref"))
     kwargs = dict(model=model, args=args, train_dataset=T.ListDataset(feats), processing_class=tok,
                   data_collator=published_collator(tok))
@@ -123,6 +132,8 @@ def reference_trainer(tmp_path, model_dir, data, ours_args, *, regular=False, ad
     ({"additive_mask": True, "jepa_ratio": 0.5}, {"additive": True, "jepa_ratio": 0.5}),
     ({"infonce": True}, {"loss": "infonce"}),
     ({"regular": True}, {"regular": True}),
+    ({"lora": True, "lora_rank": 4, "learning_rate": 1e-3}, {"lora_rank": 4}),
+    ({"dtype": "bf16", "additive_mask": True}, {"dtype": torch.bfloat16, "additive": True}),
 ])
 def test_compat_training_is_bit_identical(tmp_path, tiny_llama, flags, ref):
     # pad = eos, as for Llama-3 (the published collator then never trains the end of turn)
