@@ -94,6 +94,10 @@ class JepaTrainer(Trainer):
             return masks.full_only(inputs)
         if self.jepa.layout == "additive":
             lay = masks.additive(inputs, self.jepa.compute_dtype, self.jepa.pad_id, self.jepa.max_length)
+            if lay.truncated and not self._window["additive_truncated"]:
+                logger.warning("additive mask: %d Text+Code rows exceed --max_length %d; their Code block "
+                               "is truncated (counted as additive_truncated in the logs)",
+                               lay.truncated, self.jepa.max_length)
             self._window["additive_truncated"] += lay.truncated
             return lay
         return masks.three_pass(inputs)

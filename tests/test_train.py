@@ -334,3 +334,17 @@ def test_attention_implementation_is_passed_through(tmp_path, train_file, tiny_l
                           "--additive_mask", "--max_steps", "1"))
     assert trainer.model.config._attn_implementation == "eager"
     assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+
+
+@pytest.mark.parametrize("mode", [["--regular"], [], ["--additive_mask"], ["--lora", "--lora_rank", "4"]])
+def test_done_when_synth_train_twenty_steps(tmp_path, tiny_llama, mode):
+    """The issue's acceptance run: the real synth_train file, 20 steps, fp32, every mode."""
+    from conftest import needs_shared
+
+    data = needs_shared("datasets", "synth_train.jsonl")
+    out = tmp_path / "out"
+    trainer = train("--train_file", str(data), "--model_name", str(tiny_llama), "--output_dir", str(out),
+                    "--max_steps", "20", "--dtype", "fp32", "--predictors", "1", *mode)
+    assert trainer.state.global_step == 20
+    assert (out / "model.safetensors").exists() and (out / "tokenizer_config.json").exists()
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
