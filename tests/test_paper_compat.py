@@ -152,3 +152,19 @@ def test_compat_training_is_bit_identical(tmp_path, tiny_llama, flags, ref):
     for (name, p), q in zip(ours.model.named_parameters(), theirs.model.parameters()):
         assert torch.equal(p, q), name
     assert [h.get("loss") for h in ours.state.log_history] == [h.get("loss") for h in theirs.state.log_history]
+
+
+def test_published_jepa_loss_is_not_divided_by_grad_accum(tmp_path, tiny_llama):
+    """The defect the README reports: under transformers 5 the published JEPA trainer's loss
+    (and gradient) is grad_accum times the mean; the default is the mean."""
+    data = write_jsonl(tmp_path / "synth_train.jsonl", synthetic_rows(24, seed=5))
+    compat, _ = our_trainer(tmp_path, tiny_llama, data, lbd=0.5, eval_steps=1)
+    compat.train()
+    for h in (h for h in compat.state.log_history if "loss" in h):
+        assert h["loss"] == pytest.approx(2 * (h["lm_loss"] + 0.5 * h["jepa_loss"]), rel=1e-3)
+    cfg = TrainConfig(train_file=str(data), model_name=str(tiny_llama), output_dir=str(tmp_path / "default"),
+                      dtype="fp32", batch_size=2, grad_accum=2, max_steps=3, max_length=L, lbd=0.5,
+                      eval_steps=1).validate()
+    default = T.run(cfg)
+    for h in (h for h in default.state.log_history if "loss" in h):
+        assert h["loss"] == pytest.approx(h["lm_loss"] + 0.5 * h["jepa_loss"], rel=1e-3)
