@@ -1,4 +1,4 @@
-"""Collators: they only pad. Features come from `data.tokenize_examples`.
+"""Collators: they only pad or pack. Features come from `data.tokenize_examples`.
 
 The batch holds each view as its own padded block:
 
@@ -10,6 +10,9 @@ By default each batch is padded to its longest sequence (dynamic padding); `pad_
 pads to a fixed length instead (the published code pads every view to --max_length).
 `same_length` pads all views to one common length so that they can be stacked into one
 3B-row batch (the 3-pass layout).
+
+`PackCollator` adds the packed layout: the Full, Text and Code views of every example,
+padding-free, first-fit into as few rows as a token budget allows (see `pack_segments`).
 """
 from __future__ import annotations
 
@@ -83,19 +86,132 @@ class PadCollator:
         return emb
 
 
+def pack_segments(lengths: list[int], budget: int, anchors: frozenset[int] = frozenset()) -> list[list[int]]:
+    """First-fit decreasing: segment indices per row, each row holding at most `budget`
+    tokens (a segment longer than the budget gets a row of its own) and at most one of the
+    `anchors` segments."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    anchored: list[bool] = []
+    for seg in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        anchor = seg in anchors
+        for r, free in enumerate(room):
+            if lengths[seg] <= free and not (anchor and anchored[r]):
+                rows[r].append(seg)
+                room[r] -= lengths[seg]
+                anchored[r] |= anchor
+                break
+        else:
+            rows.append([seg])
+            room.append(budget - lengths[seg])
+            anchored.append(anchor)
+    return rows
+
+
+@dataclass
+class PackCollator:
+    """Padded Full views (for steps that drop the JEPA term) plus the packed layout:
+
+        packed_input_ids, packed_position_ids, packed_labels   [rows, width]
+        packed_text_at, packed_code_at                         [2, B]: (row, position)
+        packed_lengths                                         [3B]: every segment's length
+
+    Position ids restart at 0 in every segment, which is how transformers recognises
+    packed sequences (block-diagonal causal attention) when no attention mask is given.
+
+    A row holds at most one Full view, placed last and ending at the row's last column, so
+    that the answers of all rows sit in the same final columns: the model then computes
+    logits for those few columns only (`logits_to_keep` selects columns, not tokens). The
+    padding before it continues the previous segment's positions, so it forms no segment of
+    its own; it carries no labels and nothing real attends to it.
+
+    budget: tokens per row. None: the longest segment of the batch, which keeps rows (and
+    attention) short; a large value packs everything into one row (flash-attention varlen).
+    """
+    pad_id: int
+    budget: int | None = None
+
+    def __call__(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        batch = PadCollator(self.pad_id, with_views=False, padding_side="left")(feats)
+        segs = []  # (ids, labels, which, example)
+        for i, f in enumerate(feats):
+            segs.append((f["input_ids"], f["labels"], "full", i))
+            for view in VIEWS:
+                segs.append((f[f"{view}_input_ids"], None, view, i))
+        lengths = [len(s[0]) for s in segs]
+        fulls = frozenset(i for i, s in enumerate(segs) if s[2] == "full")
+        rows = pack_segments(lengths, max(self.budget or 0, max(lengths)), fulls)
+        width = max(sum(lengths[s] for s in row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        at = {view: torch.zeros((2, len(feats)), dtype=torch.long) for view in VIEWS}
+        for r, row in enumerate(rows):
+            for s, start in _placements(row, lengths, fulls, width):
+                seq, lab, which, ex = segs[s]
+                n = len(seq)
+                ids[r, start:start + n] = torch.tensor(seq)
+                pos[r, start:start + n] = torch.arange(n)
+                if lab is not None:
+                    labels[r, start:start + n] = torch.tensor(lab)
+                else:
+                    at[which][:, ex] = torch.tensor([r, start + feats[ex][f"{which}_emb"]])
+            _continue_positions(pos[r], row, lengths, fulls, width)
+        batch.update(packed_input_ids=ids, packed_position_ids=pos, packed_labels=labels,
+                     packed_text_at=at["text"], packed_code_at=at["code"],
+                     packed_lengths=torch.tensor(lengths, dtype=torch.long))
+        return batch
+
+
+def _placements(row: list[int], lengths: list[int], fulls: frozenset, width: int):
+    """(segment, start column): the others from column 0, the Full view flush right."""
+    start, out = 0, []
+    for s in row:
+        if s not in fulls:
+            out.append((s, start))
+            start += lengths[s]
+    out += [(s, width - lengths[s]) for s in row if s in fulls]
+    return out
+
+
+def _continue_positions(pos: torch.Tensor, row: list[int], lengths: list[int], fulls: frozenset,
+                        width: int) -> None:
+    """Give the padding of a row the positions that keep it inside the preceding segment."""
+    used = sum(lengths[s] for s in row if s not in fulls)
+    gap_end = width - sum(lengths[s] for s in row if s in fulls)
+    if gap_end > used:
+        first = pos[used - 1] + 1 if used else 0
+        pos[used:gap_end] = torch.arange(gap_end - used) + first
+
+
 def describe_batch(batch: dict, tokenizer, row: int = 0) -> str:
     """One example of a batch as the model sees it: each view, its trained tokens and the
     token its embedding is read at (for --debug)."""
-    lines = []
     ids, mask = batch["input_ids"][row], batch["attention_mask"][row].bool()
-    lines.append(f"Full ({int(mask.sum())} tokens): {tokenizer.decode(ids[mask])!r}")
     labels = batch["labels"][row]
-    lines.append(f"  trained tokens: {tokenizer.decode(labels[labels != -100])!r}")
+    lines = [f"Full ({int(mask.sum())} tokens): {tokenizer.decode(ids[mask])!r}",
+             f"  trained tokens: {tokenizer.decode(labels[labels != -100])!r}"]
     for view in VIEWS:
-        if f"{view}_input_ids" not in batch:
+        found = _view_tokens(batch, view, row)
+        if found is None:
             continue
-        vids, vmask = batch[f"{view}_input_ids"][row], batch[f"{view}_attention_mask"][row].bool()
-        at = int(batch[f"{view}_emb"][row])
-        lines.append(f"{view.title()} ({int(vmask.sum())} tokens): {tokenizer.decode(vids[vmask])!r}")
-        lines.append(f"  embedding at position {at}: {tokenizer.decode(vids[at: at + 1])!r}")
+        tokens, at = found
+        lines.append(f"{view.title()} ({len(tokens)} tokens): {tokenizer.decode(tokens)!r}")
+        lines.append(f"  embedding at position {at}: {tokenizer.decode(tokens[at: at + 1])!r}")
     return "\n".join(lines)
+
+
+def _view_tokens(batch: dict, view: str, row: int):
+    """(token ids, embedding position) of one example's view, from a padded or packed batch."""
+    if f"{view}_input_ids" in batch:
+        ids, mask = batch[f"{view}_input_ids"][row], batch[f"{view}_attention_mask"][row].bool()
+        at = int(batch[f"{view}_emb"][row]) - int((~mask[: int(batch[f"{view}_emb"][row])]).sum())
+        return ids[mask], at
+    if f"packed_{view}_at" in batch:
+        r, p = batch[f"packed_{view}_at"][:, row].tolist()
+        pos = batch["packed_position_ids"][r]
+        start = p - int(pos[p])
+        later = (pos[start + 1:] == 0).nonzero()
+        end = start + 1 + int(later[0]) if len(later) else pos.shape[0]
+        return batch["packed_input_ids"][r, start:end], p - start
+    return None

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-LAYOUTS = ("regular", "3pass", "additive")
+LAYOUTS = ("regular", "packed", "3pass", "additive")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
@@ -69,6 +69,11 @@ class TrainConfig:
     # --- JEPA -------------------------------------------------------------------------
     regular: bool = _flag(False, "Plain fine-tuning: Full view only, no JEPA term.")
     additive_mask: bool = _flag(False, "Encode Text and Code in one row with a block-causal mask.")
+    packing: bool = _flag(
+        True, "Pack the Full, Text and Code views of a batch padding-free into a few rows (default JEPA "
+              "layout). --no-packing: the 3-pass layout, [Full; Text; Code] as 3B padded rows.")
+    packing_budget: int = _flag(
+        0, "Tokens per packed row. 0: the longest view of the batch (one row with flash attention).")
     predictors: int = _flag(0, "Number k of <|predictor_i|> tokens appended to Text (0-10).")
     lbd: float = _flag(0.1, "Weight of the JEPA loss.")
     gamma: float = _flag(1.0, "Weight of the LM loss.")
@@ -95,7 +100,10 @@ class TrainConfig:
         """How the views of a batch are laid out for the forward pass."""
         if self.regular:
             return "regular"
-        return "additive" if self.additive_mask else "3pass"
+        if self.additive_mask:
+            return "additive"
+        # --paper_compat runs the published 3-pass layout
+        return "packed" if self.packing and not self.paper_compat else "3pass"
 
     @property
     def last_token_offset(self) -> int | None:
@@ -133,6 +141,8 @@ class TrainConfig:
             out.append(f"--max_steps must be positive or -1, got {self.max_steps}")
         if self.jepa_ratio > 1.0:
             out.append(f"--jepa_ratio must be at most 1, got {self.jepa_ratio}")
+        if self.packing_budget < 0:
+            out.append(f"--packing_budget must be 0 (automatic) or positive, got {self.packing_budget}")
         if self.regular and self.additive_mask:
             out.append("--regular and --additive_mask exclude each other")
         return out

@@ -28,6 +28,8 @@ def training_flops(counts: dict[str, int], tokens, logits, sum_sq_lengths):
 
 def segment_lengths(layout) -> torch.Tensor:
     """Lengths of the attention segments a layout computes (block-diagonal rows split)."""
+    if layout.segments is not None:
+        return layout.segments
     mask = layout.kwargs["attention_mask"]
     if mask.dim() == 2:
         return mask.sum(1)

@@ -4,6 +4,9 @@
 * 3pass:    [Full; Text; Code] stacked into 3B rows (one call, as published).
 * additive: B Full rows, then B rows holding Text followed by Code, with a 4D block-causal
             additive mask so that Code cannot see Text.
+* packed:   every view of the batch, padding-free, in a few rows (collate.PackCollator);
+            no attention mask: position ids that restart per segment make transformers
+            attend block-diagonally (or feed flash-attention's varlen kernel).
 
 Each builder returns a `Layout`: the model's keyword arguments, how many leading rows are
 Full views (the rows that carry LM labels) and where the Text and Code embeddings are read.
@@ -26,6 +29,7 @@ class Layout:
     text_at: tuple[torch.Tensor, torch.Tensor] | None = None   # (rows, positions)
     code_at: tuple[torch.Tensor, torch.Tensor] | None = None
     truncated: int = 0                             # additive rows whose Code block was cut
+    segments: torch.Tensor | None = None           # attention segment lengths, when known
 
 
 def content_start(mask: torch.Tensor) -> torch.Tensor:
@@ -171,6 +175,14 @@ def additive_published(batch: dict, full_offset: int | None) -> Layout:
               "labels": labels}
     rows = torch.arange(b, device=device) + b
     return Layout(kwargs, labels, (rows, lu - 1), (rows, lu + la - 1), truncated=int(over.sum()))
+
+
+def packed(batch: dict) -> Layout:
+    """The packed rows of a PackCollator batch."""
+    kwargs = {"input_ids": batch["packed_input_ids"], "position_ids": batch["packed_position_ids"]}
+    text, code = batch["packed_text_at"], batch["packed_code_at"]
+    return Layout(kwargs, batch["packed_labels"], (text[0], text[1]), (code[0], code[1]),
+                  segments=batch["packed_lengths"])
 
 
 def gather_embeddings(hidden: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

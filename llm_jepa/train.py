@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import data as D
-from .collate import PadCollator
+from .collate import PackCollator, PadCollator
 from .config import TrainConfig, parse_args
 from .datasets import dataset_for_path
 from .families import Family, family_for
@@ -142,12 +142,25 @@ class ListDataset(torch.utils.data.Dataset):
 # --------------------------------------------------------------------------------------
 # schedule and Trainer arguments
 # --------------------------------------------------------------------------------------
-def same_flop_factor(cfg: TrainConfig) -> float:
+def view_token_ratio(feats: list[dict], additive: bool = False) -> float:
+    """Tokens of the Text and Code views per token of the Full view, over a dataset.
+
+    The additive mask cuts each view after its embedding position."""
+    full = sum(len(f["input_ids"]) for f in feats)
+    if additive:
+        side = sum(f["text_emb"] + f["code_emb"] + 2 for f in feats)
+    else:
+        side = sum(len(f["text_input_ids"]) + len(f["code_input_ids"]) for f in feats)
+    return side / max(full, 1)
+
+
+def same_flop_factor(cfg: TrainConfig, token_ratio: float = 2.0) -> float:
     """How much one JEPA step costs relative to a regular step (--same_flop).
 
-    Published: (1 + r) with --jepa_ratio r, else 2 for the additive mask, else 3. By default
-    the factor follows the layout actually run, since dropout now acts on every layout:
-    additive 1 + p, 3-pass 1 + 2p, with p the fraction of steps that compute JEPA.
+    Published: (1 + r) with --jepa_ratio r, else 2 for the additive mask, else 3: every view
+    was padded to --max_length, so each cost as much as the Full view. Default: views are
+    not padded, so a step costs 1 + p * token_ratio, with p the fraction of steps that
+    compute JEPA and token_ratio the Text+Code tokens per Full token of the training data.
     """
     if cfg.paper_compat:
         if cfg.jepa_ratio > 0.0:
@@ -156,15 +169,16 @@ def same_flop_factor(cfg: TrainConfig) -> float:
     if cfg.regular:
         return 1
     p = cfg.jepa_ratio if cfg.jepa_ratio > 0.0 else 1.0
-    return 1 + p if cfg.additive_mask else 1 + 2 * p
+    return 1 + p * token_ratio
 
 
-def schedule(cfg: TrainConfig, n_train: int, world: int) -> tuple[int, int]:
+def schedule(cfg: TrainConfig, train: list[dict], world: int) -> tuple[int, int]:
     """(save_steps, num_epochs): a checkpoint every epoch, shrunk by --same_flop."""
-    save_steps = n_train // (world * cfg.batch_size * cfg.grad_accum)
+    save_steps = len(train) // (world * cfg.batch_size * cfg.grad_accum)
     epochs = cfg.num_epochs
     if cfg.same_flop:
-        factor = same_flop_factor(cfg)
+        ratio = 0.0 if cfg.regular else view_token_ratio(train, cfg.additive_mask)
+        factor = same_flop_factor(cfg, ratio)
         save_steps = int(save_steps / factor)
         epochs = int(math.ceil(epochs / factor))
     return max(1, save_steps), epochs
@@ -225,7 +239,7 @@ def run(cfg: TrainConfig) -> JepaTrainer:
     logger.info("family %s, compute dtype %s, last_token %s, template date %s", family.name, compute,
                 "auto" if offset is None else offset, tsetup.date_string or "today (published)")
     splits = load_splits(cfg, family, tsetup, offset)
-    save_steps, epochs = schedule(cfg, len(splits.train), world_size())
+    save_steps, epochs = schedule(cfg, splits.train, world_size())
     if cfg.same_flop:
         logger.info("--same_flop: a checkpoint every %d steps, %d epochs", save_steps, epochs)
     args = training_arguments(cfg, os.path.abspath(cfg.output_dir), compute, save_steps, epochs,
@@ -255,6 +269,23 @@ def _resume_path(cfg: TrainConfig) -> str | bool | None:
     return True if cfg.resume_from_checkpoint == "last" else cfg.resume_from_checkpoint
 
 
+def make_collator(cfg: TrainConfig, pad_id: int, tokenizer_padding_side: str):
+    """Dynamic padding, or packing; the published runs pad every view to --max_length.
+
+    Default batches pad on the left: every answer then ends in the last column, and the
+    model computes logits for the few final columns that hold labels (`logits_to_keep`
+    selects columns shared by all rows)."""
+    if cfg.layout == "packed":
+        one_row = (cfg.attn_implementation or "").startswith("flash")  # varlen: no attention waste
+        budget = cfg.packing_budget or (10 ** 9 if one_row else None)
+        return PackCollator(pad_id, budget=budget)
+    return PadCollator(
+        pad_id=pad_id, with_views=not cfg.regular,
+        pad_to=cfg.max_length if cfg.paper_compat else None,
+        same_length=cfg.layout == "3pass", with_positions=not cfg.paper_compat,
+        padding_side=tokenizer_padding_side if cfg.paper_compat else "left")
+
+
 def build_trainer(cfg, family, tsetup, splits, args, compute, offset) -> JepaTrainer:
     tok = tsetup.tokenizer
     model = load_model(cfg.model_name, family, dtype=parameter_dtype(compute, cfg.paper_compat),
@@ -263,11 +294,7 @@ def build_trainer(cfg, family, tsetup, splits, args, compute, offset) -> JepaTra
                        exact_resize=cfg.paper_compat)
     if cfg.lora:
         model = add_lora(model, family, cfg.lora_rank, cfg.paper_compat)
-    collator = PadCollator(
-        pad_id=tok.pad_token_id, with_views=not cfg.regular,
-        pad_to=cfg.max_length if cfg.paper_compat else None,
-        same_length=cfg.layout == "3pass", with_positions=not cfg.paper_compat,
-        padding_side=tok.padding_side if cfg.paper_compat else "right")
+    collator = make_collator(cfg, tok.pad_token_id, tok.padding_side)
     if cfg.paper_compat and cfg.additive_mask and tok.padding_side == "left":
         raise ValueError("the published additive mask assumes right padding, but this tokenizer pads "
                          "left; drop --paper_compat (the default additive mask handles both)")

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class JepaSettings:
-    layout: str = "3pass"              # regular | 3pass | additive
+    layout: str = "packed"             # regular | packed | 3pass | additive
     loss: str = "cosine"               # cosine | l2 | mse | infonce
     lbd: float = 0.1
     gamma: float = 1.0
@@ -92,6 +92,8 @@ class JepaTrainer(Trainer):
     def _layout(self, inputs: dict, use_jepa: bool) -> masks.Layout:
         if not use_jepa:
             return masks.full_only(inputs)
+        if self.jepa.layout == "packed":
+            return masks.packed(inputs)
         if self.jepa.layout == "additive":
             lay = masks.additive(inputs, self.jepa.compute_dtype, self.jepa.pad_id, self.jepa.max_length)
             if lay.truncated and not self._window["additive_truncated"]:

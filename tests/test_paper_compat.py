@@ -87,7 +87,7 @@ def our_trainer(tmp_path, model_dir, data, **flags):
     family = T.detect_family(cfg.model_name)
     setup = setup_tokenizer(cfg.model_name, family, paper_compat=True)
     splits = T.load_splits(cfg, family, setup, -1)
-    save_steps, epochs = T.schedule(cfg, len(splits.train), 1)
+    save_steps, epochs = T.schedule(cfg, splits.train, 1)
     args = T.training_arguments(cfg, cfg.output_dir, cfg.dtype, save_steps, epochs, False)
     torch.manual_seed(1234)  # the same RNG state for both embedding resizes
     return T.build_trainer(cfg, family, setup, splits, args, cfg.dtype, -1), setup

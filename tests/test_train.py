@@ -61,11 +61,19 @@ def test_last_token_defaults():
 
 
 @pytest.mark.parametrize("flags,factor", [
-    ({}, 3), ({"additive_mask": True}, 2), ({"regular": True}, 1),
-    ({"additive_mask": True, "jepa_ratio": 0.25}, 1.25), ({"jepa_ratio": 0.25}, 1.5),
+    ({}, 1 + 1.5), ({"additive_mask": True}, 1 + 1.5), ({"regular": True}, 1),
+    ({"jepa_ratio": 0.25}, 1 + 0.25 * 1.5), ({"packing": False, "jepa_ratio": 0.5}, 1 + 0.5 * 1.5),
 ])
 def test_same_flop_factor(flags, factor):
-    assert T.same_flop_factor(TrainConfig(**flags)) == pytest.approx(factor)
+    """Default: a JEPA step costs 1 + p * (Text+Code tokens per Full token)."""
+    assert T.same_flop_factor(TrainConfig(**flags), token_ratio=1.5) == pytest.approx(factor)
+
+
+def test_view_token_ratio():
+    feats = [{"input_ids": [0] * 10, "text_input_ids": [0] * 6, "code_input_ids": [0] * 4, "text_emb": 4,
+              "code_emb": 2}]
+    assert T.view_token_ratio(feats) == 1.0
+    assert T.view_token_ratio(feats, additive=True) == pytest.approx(0.8)
 
 
 @pytest.mark.parametrize("flags,factor", [
@@ -77,12 +85,16 @@ def test_same_flop_factor_published(flags, factor):
 
 
 def test_schedule_arithmetic():
-    cfg = TrainConfig(num_epochs=4, batch_size=4, grad_accum=4, same_flop=True)
-    # 8000 examples, 8 GPUs: 8000 // 128 = 62 steps per epoch; 3-pass JEPA costs 3x
-    assert T.schedule(cfg, 8000, 8) == (int(62 / 3), math.ceil(4 / 3))
+    feat = {"input_ids": [0] * 10, "text_input_ids": [0] * 6, "code_input_ids": [0] * 4,
+            "text_emb": 5, "code_emb": 3}
+    cfg = TrainConfig(num_epochs=4, batch_size=4, grad_accum=4, same_flop=True, paper_compat=True)
+    # 8000 examples, 8 GPUs: 8000 // 128 = 62 steps per epoch; published 3-pass JEPA costs 3x
+    assert T.schedule(cfg, [feat] * 8000, 8) == (int(62 / 3), math.ceil(4 / 3))
+    cfg.paper_compat = False  # here Text+Code = Full tokens: a step costs 2x
+    assert T.schedule(cfg, [feat] * 8000, 8) == (31, 2)
     cfg.same_flop = False
-    assert T.schedule(cfg, 8000, 8) == (62, 4)
-    assert T.schedule(cfg, 3, 1) == (1, 4)  # never a zero checkpoint interval
+    assert T.schedule(cfg, [feat] * 8000, 8) == (62, 4)
+    assert T.schedule(cfg, [feat] * 3, 1) == (1, 4)  # never a zero checkpoint interval
 
 
 def test_published_data_split_is_reproduced():
@@ -96,7 +108,8 @@ def test_published_data_split_is_reproduced():
 # --------------------------------------------------------------------------------------
 # training runs
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", [[], ["--additive_mask"], ["--regular"], ["--jepa_l2", "--predictors", "2"],
+@pytest.mark.parametrize("mode", [[], ["--no-packing"], ["--additive_mask"], ["--regular"],
+                                  ["--jepa_l2", "--predictors", "2"],
                                   ["--infonce", "--front_pred"], ["--jepa_mse", "--reverse_pred"]])
 def test_training_modes_log_and_save(tmp_path, train_file, tiny_llama, mode):
     out = tmp_path / "out"
@@ -118,16 +131,17 @@ def test_training_modes_log_and_save(tmp_path, train_file, tiny_llama, mode):
     assert trainer.state.global_step == 3
 
 
-def test_additive_and_three_pass_train_identically(tmp_path, train_file, tiny_llama):
-    """Same batches, same weights: the additive layout follows the 3-pass losses."""
+def test_layouts_train_identically(tmp_path, train_file, tiny_llama):
+    """Same batches, same weights: the packed and additive layouts follow the 3-pass losses."""
     runs = {}
-    for name, extra in (("3pass", []), ("additive", ["--additive_mask"])):
+    for name, extra in (("3pass", ["--no-packing"]), ("additive", ["--additive_mask"]), ("packed", [])):
         out = tmp_path / name
         train(*argv(train_file, tiny_llama, out, "--lbd", "1", "--predictors", "1", *extra))
         runs[name] = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
-    for a, b in zip(runs["3pass"], runs["additive"]):
-        assert a["lm_loss"] == pytest.approx(b["lm_loss"], rel=1e-5)
-        assert a["jepa_loss"] == pytest.approx(b["jepa_loss"], rel=1e-4, abs=1e-6)
+    for other in ("additive", "packed"):
+        for a, b in zip(runs["3pass"], runs[other]):
+            assert a["lm_loss"] == pytest.approx(b["lm_loss"], rel=1e-5)
+            assert a["jepa_loss"] == pytest.approx(b["jepa_loss"], rel=1e-4, abs=1e-6)
 
 
 def test_lora_trains_only_adapters_and_merged_save_reloads(tmp_path, train_file, tiny_llama):
@@ -336,7 +350,8 @@ def test_attention_implementation_is_passed_through(tmp_path, train_file, tiny_l
     assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
 
 
-@pytest.mark.parametrize("mode", [["--regular"], [], ["--additive_mask"], ["--lora", "--lora_rank", "4"]])
+@pytest.mark.parametrize("mode", [["--regular"], ["--no-packing"], ["--additive_mask"], ["--lora", "--lora_rank", "4"],
+                                  []])
 def test_done_when_synth_train_twenty_steps(tmp_path, tiny_llama, mode):
     """The issue's acceptance run: the real synth_train file, 20 steps, fp32, every mode."""
     from conftest import needs_shared
