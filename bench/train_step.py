@@ -236,7 +236,7 @@ def run_dataset(args, path: Path, tok_spec: str) -> list[dict]:
     model = build_model(args, tok)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable({"use_reentrant": False})
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, fused=True)  # as the Trainer (adamw_torch_fused)
     counts = parameter_counts(model)
     with tempfile.TemporaryDirectory() as tmp:
         chosen = [n for i, n in enumerate(LAYOUTS) if i == 0 or not args.layouts or n in args.layouts]
