@@ -154,15 +154,15 @@ class TrainConfig:
         return self
 
 
-def build_parser(defaults: dict[str, Any] | None = None,
-                 description: str = "LLM-JEPA fine-tuning") -> argparse.ArgumentParser:
-    """An argparse parser generated from the TrainConfig fields.
+def build_parser(defaults: dict[str, Any] | None = None, description: str = "LLM-JEPA fine-tuning",
+                 config_class: type = None, prog: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser generated from a config dataclass's fields (TrainConfig by default).
 
     `defaults` overrides field defaults (finetune8bh200.py is such a set of defaults).
     """
     defaults = defaults or {}
-    parser = argparse.ArgumentParser(description=description)
-    for f in dataclasses.fields(TrainConfig):
+    parser = argparse.ArgumentParser(description=description, prog=prog)
+    for f in dataclasses.fields(config_class or TrainConfig):
         default = defaults.get(f.name, f.default)
         help_text = f.metadata.get("help", "")
         if f.type in ("bool", bool):
@@ -199,3 +199,110 @@ def _given_flags(argv: Sequence[str] | None) -> set[str]:
     import sys
     argv = sys.argv[1:] if argv is None else argv
     return {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+
+
+# ======================================================================================
+# evaluate.py
+# ======================================================================================
+POOLINGS = ("last", "mean", "cls")
+TSNE_TYPES = ("in_n_out", "paraphrase", "rotten_tomatoes")
+
+
+@dataclass
+class EvalConfig:
+    # --- model ----------------------------------------------------------------------
+    model_name: str | None = _flag(None, "Fine-tuned model directory (or hub name) to evaluate.")
+    original_model_name: str | None = _flag(
+        None, "The base model's name, for its family's quirks (default: detected from --model_name).")
+    load_in_8bit: bool = _flag(False, "Load the model in 8-bit (bitsandbytes).")
+    load_in_4bit: bool = _flag(False, "Load the model in 4-bit NF4 (bitsandbytes).")
+    device_map: str = _flag("auto", "Device map for loading (published default: cuda:0).")
+    dtype: str = _flag("auto", "Model dtype. auto: bf16 on a CUDA GPU that supports it, else fp32.", DTYPES)
+    # --- data -----------------------------------------------------------------------
+    input_file: str | None = _flag(None, "JSONL file of examples to evaluate.")
+    dataset: str | None = _flag(None, "Dataset name (chooses the metric); default: from the input file's name.")
+    output_file: str | None = _flag(
+        None, "JSONL of per-example results; a .summary.json goes next to it. Default: "
+              "<input stem>_responses.jsonl.")
+    predictions: str | None = _flag(
+        None, "Re-score saved generations (an earlier --output_file, or any JSONL with 'messages' and "
+              "'generation') without loading a model.")
+    max_examples: int | None = _flag(None, "Evaluate only the first N examples.")
+    nosplit_data: bool = _flag(False, "Evaluate the input file as a whole. Without it, as published, the "
+                                      "file is split (--test_size, --split_seed) and --process_split is used.")
+    test_size: float = _flag(0.2, "Test fraction when splitting.")
+    split_seed: int = _flag(42, "Seed of the split.")
+    train_file: str | None = _flag(None, "Also write the train split here.")
+    test_file: str | None = _flag(None, "Also write the test split here.")
+    process_split: str = _flag("test", "Which split to evaluate when splitting.", ("train", "test", "both"))
+    no_skip_existing: bool = _flag(False, "Published flag, kept for compatibility (results are always "
+                                          "recomputed).")
+    # --- generation -----------------------------------------------------------------
+    max_new_tokens: int = _flag(128, "Tokens to generate; -1: until the end of turn, bounded by --max_length.")
+    max_length: int = _flag(512, "Maximum prompt length in tokens.")
+    eval_batch_size: int = _flag(32, "Prompts per generation batch (left-padded).")
+    temperature: float = _flag(0.0, "Published flag; decoding is always greedy.")
+    top_p: float = _flag(1.0, "Published flag; decoding is always greedy.")
+    top_k: int = _flag(1, "Published flag; decoding is always greedy.")
+    repetition_penalty: float = _flag(1.1, "Published flag; not applied (as published).")
+    num_beams: int = _flag(1, "Published flag; decoding is always greedy.")
+    do_sample: bool = _flag(False, "Published flag; decoding is always greedy.")
+    plain: bool = _flag(False, "No chat template: the prompt is user + '<|perception|>'.")
+    date_string: str | None = _flag(None, "Date for the Llama-3 template; default pinned to '26 Jul 2024'.")
+    # --- scoring --------------------------------------------------------------------
+    startswith: bool = _flag(False, "Also report the rate of generations that start with the gold answer.")
+    spider_path: str = _flag("", "Directory of the Spider databases: <spider_path>/<db_id>/<db_id>.sqlite.")
+    sql_timeout: float = _flag(10.0, "Seconds a Spider query may run before it counts as wrong.")
+    split_tune_untune: bool = _flag(False, "Published flag: scoring and the correct/wrong split of the "
+                                           "similarity report are always on here.")
+    paper_compat: bool = _flag(False, "Reproduce the published generation and scoring, defects included.")
+    seed: int = _flag(42, "Seed recorded in the summary (generation is greedy).")
+    # --- representations --------------------------------------------------------------
+    similarity: bool = _flag(False, "Report cos(Enc(Text), Enc(Code)) for correct and wrong examples.")
+    embedding_layer: int = _flag(-1, "Hidden-state layer of the embeddings.")
+    embedding_pooling: str = _flag("last", "Pooling of a view's hidden states.", POOLINGS)
+    start_index: int = _flag(1, "Published flag (must be 1).")
+    t_sne: bool = _flag(False, "Write the embeddings (pickle) and a t-SNE scatter plot (PNG).")
+    t_sne_type: str | None = _flag(None, "What the t-SNE plot shows.", TSNE_TYPES)
+    debug: int = _flag(0, "Any value > 0 logs at DEBUG level.")
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.input_file and not self.predictions:
+            out.append("give --input_file, or --predictions to re-score saved generations")
+        if not self.model_name and not self.predictions:
+            out.append("give --model_name (or --predictions)")
+        if self.predictions and (self.similarity or self.t_sne):
+            out.append("--similarity and --t_sne need a model, not --predictions")
+        if self.t_sne and not self.t_sne_type:
+            out.append("--t_sne needs --t_sne_type")
+        if self.t_sne and not self.similarity:
+            out.append("--t_sne needs --similarity (it plots the view embeddings)")
+        if self.eval_batch_size < 1:
+            out.append(f"--eval_batch_size must be at least 1, got {self.eval_batch_size}")
+        if self.max_new_tokens == 0 or self.max_new_tokens < -1:
+            out.append(f"--max_new_tokens must be positive or -1, got {self.max_new_tokens}")
+        if self.start_index != 1:
+            out.append("--start_index must be 1 (as published)")
+        if not 0.0 < self.test_size < 1.0:
+            out.append(f"--test_size must be in (0, 1), got {self.test_size}")
+        return out
+
+    def validate(self) -> "EvalConfig":
+        problems = self.problems()
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        return self
+
+
+def parse_eval_args(argv: Sequence[str] | None = None) -> EvalConfig:
+    parser = build_parser(description="Evaluate a fine-tuned model (python evaluate.py report DIRS... makes "
+                                      "accuracy tables)", config_class=EvalConfig, prog="evaluate.py")
+    cfg = EvalConfig(**vars(parser.parse_args(argv)))
+    if cfg.paper_compat and "eval_batch_size" not in _given_flags(argv):
+        cfg.eval_batch_size = 1  # published: one prompt at a time
+    try:
+        return cfg.validate()
+    except ConfigError as err:
+        parser.error(str(err))
+        raise

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .families import Family
-from .tokenization import PERCEPTION, PLAIN_EOT, special_ids
+from .tokenization import PERCEPTION, PLAIN_EOT, encode_texts, special_ids
 
 logger = logging.getLogger(__name__)
 
@@ -224,25 +224,10 @@ class ViewTokenizer:
         self.pad_id = tokenizer.pad_token_id
 
     def encode(self, views: list[RenderedView], plain: bool) -> list[dict]:
-        """Token ids and offsets of each view, truncated to max_length."""
-        flags = [self._add_special(v.text, plain) for v in views]
-        out: list[dict | None] = [None] * len(views)
-        for flag in (True, False):
-            idx = [i for i, f in enumerate(flags) if f == flag]
-            if not idx:
-                continue
-            enc = self.tok([views[i].text for i in idx], add_special_tokens=flag,
+        """Token ids and offsets of each view (not yet truncated)."""
+        enc = encode_texts(self.tok, [v.text for v in views], self.opts.paper_compat or plain,
                            return_offsets_mapping=True)
-            for j, i in enumerate(idx):
-                out[i] = {"ids": enc["input_ids"][j], "offsets": enc["offset_mapping"][j]}
-        return out
-
-    def _add_special(self, text: str, plain: bool) -> bool:
-        """Published: always. Default: not when the template already wrote the BOS."""
-        if self.opts.paper_compat or plain:
-            return True
-        bos = self.tok.bos_token
-        return not (bos and text.startswith(bos))
+        return [{"ids": e["input_ids"], "offsets": e["offset_mapping"]} for e in enc]
 
     def _truncate(self, enc: dict) -> bool:
         cut = len(enc["ids"]) > self.opts.max_length

@@ -95,3 +95,28 @@ def special_ids(tok) -> set[int]:
         if getattr(added, "special", False):
             ids.add(idx)
     return ids
+
+
+def adds_special_tokens(tok, text: str, always: bool) -> bool:
+    """Whether to let the tokenizer add its special tokens (BOS) to `text`.
+
+    The published code always did, so templates that write their own BOS (Llama-3, Gemma)
+    started with two; by default not when the rendered text already starts with the BOS."""
+    if always:
+        return True
+    bos = tok.bos_token
+    return not (bos and text.startswith(bos))
+
+
+def encode_texts(tok, texts: list[str], always_special: bool, **kwargs) -> list[dict]:
+    """Tokenize each text (batched), with `adds_special_tokens` deciding per text."""
+    flags = [adds_special_tokens(tok, t, always_special) for t in texts]
+    out: list[dict | None] = [None] * len(texts)
+    for flag in (True, False):
+        idx = [i for i, f in enumerate(flags) if f == flag]
+        if not idx:
+            continue
+        enc = tok([texts[i] for i in idx], add_special_tokens=flag, **kwargs)
+        for j, i in enumerate(idx):
+            out[i] = {k: v[j] for k, v in enc.items()}
+    return out

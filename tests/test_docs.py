@@ -1,13 +1,19 @@
-"""The README documents every flag (the flag list itself lives in llm_jepa/config.py)."""
+"""The README documents every flag (the flag lists themselves live in llm_jepa/config.py)."""
 import dataclasses
 
 from conftest import ROOT
-from llm_jepa.config import TrainConfig
+from llm_jepa.config import EvalConfig, TrainConfig
 
 
-def test_readme_mentions_every_flag():
+def test_readme_mentions_every_training_flag():
     readme = (ROOT / "README.md").read_text()
     missing = [f.name for f in dataclasses.fields(TrainConfig) if f"--{f.name}" not in readme]
+    assert missing == []
+
+
+def test_readme_mentions_the_evaluation_flags():
+    readme = (ROOT / "README.md").read_text()
+    missing = [f.name for f in dataclasses.fields(EvalConfig) if f"--{f.name}" not in readme]
     assert missing == []
 
 

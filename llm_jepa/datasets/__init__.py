@@ -46,3 +46,17 @@ def get_dataset(name: str) -> DatasetInfo:
         return DATASETS[name]
     except KeyError:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+
+
+def resolve_dataset(dataset: str | None, input_file: str | None) -> DatasetInfo:
+    """`--dataset` when given, else the dataset named by the input file's basename."""
+    known = ", ".join(sorted(DATASETS))
+    if dataset:
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown --dataset {dataset!r}; known: {known}")
+        return DATASETS[dataset]
+    info = dataset_for_path(input_file) if input_file else None
+    if info is None:
+        raise ValueError(f"cannot tell the dataset of {input_file!r} from its name; "
+                         f"pass --dataset, one of: {known}")
+    return info
