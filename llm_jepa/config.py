@@ -27,8 +27,21 @@ class ConfigError(ValueError):
     """Raised with every problem of a configuration at once, one per line."""
 
 
+class Validated:
+    """A config that lists its problems (`problems()`) and reports them all at once."""
+
+    def problems(self) -> list[str]:
+        raise NotImplementedError
+
+    def validate(self):
+        problems = self.problems()
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        return self
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(Validated):
     # --- data ---------------------------------------------------------------------
     train_file: str | None = _flag(None, "Training JSONL file.")
     eval_file: str | None = _flag(None, "Evaluation JSONL file (loss only, once per epoch).")
@@ -147,11 +160,6 @@ class TrainConfig:
             out.append("--regular and --additive_mask exclude each other")
         return out
 
-    def validate(self) -> "TrainConfig":
-        problems = self.problems()
-        if problems:
-            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-        return self
 
 
 def build_parser(defaults: dict[str, Any] | None = None, description: str = "LLM-JEPA fine-tuning",
@@ -209,7 +217,7 @@ TSNE_TYPES = ("in_n_out", "paraphrase", "rotten_tomatoes")
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Validated):
     # --- model ----------------------------------------------------------------------
     model_name: str | None = _flag(None, "Fine-tuned model directory (or hub name) to evaluate.")
     original_model_name: str | None = _flag(
@@ -288,11 +296,6 @@ class EvalConfig:
             out.append(f"--test_size must be in (0, 1), got {self.test_size}")
         return out
 
-    def validate(self) -> "EvalConfig":
-        problems = self.problems()
-        if problems:
-            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-        return self
 
 
 def parse_eval_args(argv: Sequence[str] | None = None) -> EvalConfig:
