@@ -63,9 +63,13 @@ class TrainConfig(Validated):
     lora_rank: int = _flag(16, "LoRA rank r (alpha = 2r, dropout 0.1).")
     dtype: str = _flag("auto", "Compute dtype. auto: bf16 on a CUDA GPU that supports it, else fp32.", DTYPES)
     attn_implementation: str | None = _flag(
-        None, "Attention kernel passed to the model (sdpa, eager, flash_attention_2, flex_attention).")
+        None, "Attention kernel passed to the model (sdpa, eager, flash_attention_2, flex_attention); "
+              "'family': the family table's choice for large models (eager for Gemma), else the default.")
     gradient_checkpointing: bool = _flag(
         True, "Recompute activations in backward (published default: on). --no-gradient_checkpointing disables.")
+    fsdp: str = _flag(
+        "", "FSDP sharding for the Trainer, e.g. 'full_shard auto_wrap' (finetune8bh200.py): FSDP2, one "
+            "unit per decoder layer, activation checkpointing by FSDP when --gradient_checkpointing.")
     date_string: str | None = _flag(
         None, "Date the chat template stamps (Llama-3). Default: pinned to '26 Jul 2024'; "
               "--paper_compat: today's date, as published.")
@@ -77,6 +81,9 @@ class TrainConfig(Validated):
     max_steps: int = _flag(-1, "Stop after this many optimizer steps (-1: run --num_epochs).")
     finetune_seed: int = _flag(42, "Seed of the Trainer, its data order and the JEPA-loss dropout.")
     eval_steps: int = _flag(10, "Logging interval in optimizer steps (published name).")
+    save_checkpoints: bool = _flag(
+        True, "Save a checkpoint every epoch (published save_steps); --no-save_checkpoints keeps only the "
+              "final model (finetune8bh200.py).")
     resume_from_checkpoint: str | None = _flag(
         None, "Resume from this checkpoint directory, or 'last' for the newest in --output_dir.")
     # --- JEPA -------------------------------------------------------------------------
@@ -156,6 +163,8 @@ class TrainConfig(Validated):
             out.append(f"--jepa_ratio must be at most 1, got {self.jepa_ratio}")
         if self.packing_budget < 0:
             out.append(f"--packing_budget must be 0 (automatic) or positive, got {self.packing_budget}")
+        if self.lora and self.fsdp:
+            out.append("--lora with --fsdp is not supported (the merged save needs the whole model on one rank)")
         if self.regular and self.additive_mask:
             out.append("--regular and --additive_mask exclude each other")
         return out
@@ -256,6 +265,9 @@ class EvalConfig(Validated):
     num_beams: int = _flag(1, "Published flag; decoding is always greedy.")
     do_sample: bool = _flag(False, "Published flag; decoding is always greedy.")
     plain: bool = _flag(False, "No chat template: the prompt is user + '<|perception|>'.")
+    fsdp: str = _flag(
+        "", "FSDP sharding for the Trainer, e.g. 'full_shard auto_wrap' (finetune8bh200.py): FSDP2, one "
+            "unit per decoder layer, activation checkpointing by FSDP when --gradient_checkpointing.")
     date_string: str | None = _flag(None, "Date for the Llama-3 template; default pinned to '26 Jul 2024'.")
     # --- scoring --------------------------------------------------------------------
     startswith: bool = _flag(False, "Also report the rate of generations that start with the gold answer.")

@@ -184,6 +184,21 @@ def schedule(cfg: TrainConfig, train: list[dict], world: int) -> tuple[int, int]
     return max(1, save_steps), epochs
 
 
+def fsdp_config(cfg: TrainConfig) -> dict | None:
+    """The Trainer's FSDP2 settings from --fsdp ('full_shard auto_wrap', 'shard_grad_op', 'offload').
+
+    Decoder layers are the wrapped units (transformers takes their class from the model's
+    `_no_split_modules`); FSDP checkpoints activations itself, which avoids the redundant
+    all-gather of the Trainer's own checkpointing; the final save gathers a full state dict.
+    """
+    if not cfg.fsdp:
+        return None
+    words = cfg.fsdp.split()
+    return {"version": 2, "reshard_after_forward": "shard_grad_op" not in words,
+            "cpu_offload": "offload" in words, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "activation_checkpointing": cfg.gradient_checkpointing, "state_dict_type": "FULL_STATE_DICT"}
+
+
 def training_arguments(cfg: TrainConfig, out: str, compute: str, save_steps: int, epochs: int, has_eval: bool):
     from transformers import TrainingArguments
 
@@ -199,13 +214,15 @@ def training_arguments(cfg: TrainConfig, out: str, compute: str, save_steps: int
         max_steps=cfg.max_steps,
         eval_strategy="epoch" if has_eval else "no",
         prediction_loss_only=True,
-        save_strategy="steps",
+        save_strategy="steps" if cfg.save_checkpoints else "no",
         save_steps=save_steps,
         logging_steps=cfg.eval_steps,
         bf16=compute == "bf16",
         fp16=compute == "fp16",
-        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing and not cfg.fsdp,
         activation_checkpointing_kwargs=ckpt_kwargs,
+        fsdp=bool(cfg.fsdp),
+        fsdp_config=fsdp_config(cfg),
         dataloader_drop_last=True,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
@@ -233,6 +250,8 @@ def run(cfg: TrainConfig) -> JepaTrainer:
     """Train and save; returns the trainer (its model is the trained one)."""
     family = detect_family(cfg.model_name)
     compute = resolve_dtype(cfg.dtype)
+    if cfg.fsdp and not torch.cuda.is_available():
+        logger.warning("--fsdp needs GPUs: accelerate does not shard on CPU, so this run is plain DDP")
     tsetup = setup_tokenizer(cfg.model_name, family, override=cfg.tokenizer_name,
                              paper_compat=cfg.paper_compat, date_string=cfg.date_string)
     offset = resolve_last_token(cfg, family)
@@ -288,8 +307,9 @@ def make_collator(cfg: TrainConfig, pad_id: int, tokenizer_padding_side: str):
 
 def build_trainer(cfg, family, tsetup, splits, args, compute, offset) -> JepaTrainer:
     tok = tsetup.tokenizer
+    attn = family.large_model_attn if cfg.attn_implementation == "family" else cfg.attn_implementation
     model = load_model(cfg.model_name, family, dtype=parameter_dtype(compute, cfg.paper_compat),
-                       attn_implementation=cfg.attn_implementation, pretrain=cfg.pretrain,
+                       attn_implementation=attn, pretrain=cfg.pretrain,
                        seed=cfg.finetune_seed, vocab_size=len(tok) if tsetup.new_tokens else None,
                        exact_resize=cfg.paper_compat)
     if cfg.lora:
