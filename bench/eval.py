@@ -68,6 +68,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     args = p.parse_args()
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.set_flush_denormal(True)  # as the training entry points do on CPU
     model, tok, prompts = setup(args)
     batched(model, tok, prompts[:4], 2, 4)  # warm-up
     single_out, single_s = one_at_a_time(model, tok, prompts, args.new_tokens)

@@ -328,6 +328,7 @@ def main() -> None:
         name = torch.cuda.get_device_name()
         args.peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), 989.0)
     torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_flush_denormal(True)  # as the training entry points do on CPU
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"# {device_name}; model {args.model}; {args.dtype}; attention {args.attn}; batch {args.batch_size}; "
           f"max_length {args.max_length}; {args.rounds} interleaved rounds\n")

@@ -316,8 +316,9 @@ def main(argv=None) -> int:
 
         return report_main(argv[1:])
     cfg = parse_eval_args(argv)
-    from .train import setup_logging
+    from .train import setup_cpu_numerics, setup_logging
 
     setup_logging(cfg.debug > 0)
+    setup_cpu_numerics()
     run(cfg)
     return 0

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# LLM-JEPA driver: train, evaluate, and collect results; the published run.sh, and then some.
+#
+#   bash run.sh demo                      the whole pipeline offline on a CPU (~5 minutes)
+#   bash run.sh test [PYTEST_ARGS...]     the test suite
+#   bash run.sh run_regular MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
+#   bash run.sh run_jepa    MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
+#   bash run.sh paper DATASET [MODEL]     the paper's protocol: 5 seeds, regular and JEPA
+#
+# run_regular / run_jepa train with finetune.py, evaluate DATA_DIR/<DATASET>_test.jsonl and
+# append the `Success Rate: ...` lines to output.txt, as published; each run also has its
+# own folder, RUNS_DIR/<dataset>_<method>_<model>_lr.._lbd.._k.._s<seed>, with the model,
+# the evaluation rows and the summary JSON that `python evaluate.py report` reads.
+# LAST_TOKEN is passed to --last_token (an offset such as -2 as in the published run.sh,
+# or auto); PREDICTORS is k.
+#
+# Environment:
+#   DATA_DIR     dataset folder (default datasets/; on the development machines ../shared/datasets)
+#   SPIDER_PATH  Spider databases (default spider_data/database)
+#   RUNS_DIR     where run folders go (default runs/)
+#   NPROC        processes per node (default: the number of visible GPUs, else 1; 1 runs without torchrun)
+#   NNODES NODE_RANK MASTER_ADDR MASTER_PORT   passed to torchrun for multi-node runs
+#   TRAIN_ARGS   extra finetune.py flags (e.g. "--dtype fp32 --max_steps 20")
+#   EVAL_ARGS    extra evaluate.py flags (e.g. "--max_examples 200")
+#   FINETUNE     the training script (default finetune.py; run8bh200.sh uses finetune8bh200.py)
+#   OUTPUT       the file the Success Rate lines are appended to (default output.txt)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DATA_DIR=${DATA_DIR:-datasets}
+SPIDER_PATH=${SPIDER_PATH:-spider_data/database}
+RUNS_DIR=${RUNS_DIR:-runs}
+FINETUNE=${FINETUNE:-finetune.py}
+OUTPUT=${OUTPUT:-output.txt}
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+MASTER_PORT=${MASTER_PORT:-29500}
+PY=.venv/bin/python
+PAPER_SEEDS=(82 23 37 84 4)
+
+ensure_env() {
+    if [ ! -x "$PY" ] || ! "$PY" -c "import llm_jepa, transformers, peft" 2>/dev/null; then
+        bash setup.sh
+    fi
+}
+
+gpu_count() {
+    if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L 2>/dev/null | grep -c "^GPU" || echo 1; else echo 1; fi
+}
+
+# Run a script on NPROC processes per node: plainly with one process (works on CPU), else torchrun.
+launch() {
+    local nproc=${NPROC:-$(gpu_count)}
+    if [ "$nproc" -le 1 ] && [ "$NNODES" -le 1 ]; then
+        "$PY" "$@"
+    else
+        .venv/bin/torchrun --nproc_per_node="$nproc" --nnodes="$NNODES" --node_rank="$NODE_RANK" \
+            --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" "$@"
+    fi
+}
+
+# run_one regular|jepa MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
+run_one() {
+    local method=$1 model=$2 lr=$3 epochs=$4 last_token=$5 predictors=$6 seed=$7 lbd=$8 dataset=$9
+    local name out
+    name=$(basename "$model")
+    out="$RUNS_DIR/${dataset}_${method}_${name}_lr${lr}_lbd${lbd}_k${predictors}_s${seed}"
+    local flags=(--train_file "$DATA_DIR/${dataset}_train.jsonl" --model_name "$model" --output_dir "$out"
+                 --overwrite_output_dir --learning_rate "$lr" --num_epochs "$epochs" --last_token="$last_token"
+                 --predictors "$predictors" --finetune_seed "$seed" --lbd "$lbd")
+    [ "$method" = regular ] && flags+=(--regular)
+    # shellcheck disable=SC2086
+    launch "$FINETUNE" "${flags[@]}" ${TRAIN_ARGS:-}
+    local eval_flags=(--model_name "$out" --original_model_name "$model" --input_file "$DATA_DIR/${dataset}_test.jsonl"
+                      --output_file "$out/eval/${dataset}_test.jsonl" --nosplit_data --split_tune_untune)
+    [ -d "$SPIDER_PATH" ] && eval_flags+=(--spider_path "$SPIDER_PATH")
+    mkdir -p "$out/eval"
+    # shellcheck disable=SC2086
+    "$PY" evaluate.py "${eval_flags[@]}" ${EVAL_ARGS:-} | tee "$out/eval/stdout.txt" | grep "^Success Rate:" >> "$OUTPUT"
+    tail -n 1 "$OUTPUT"
+}
+
+run_regular() { run_one regular "$@"; }
+run_jepa() { run_one jepa "$@"; }
+
+# The paper's best configuration per dataset (SPEC.md section 10): lr lbd k
+paper_config() {
+    case $1 in
+        synth|turk) echo "2e-5 1.0 1" ;;
+        gsm8k) echo "2e-5 0.5 4" ;;
+        spider) echo "4e-5 1.0 3" ;;
+        *) echo "no published configuration for '$1' (known: synth turk gsm8k spider)" >&2; return 1 ;;
+    esac
+}
+
+paper() {
+    local dataset=$1 model=${2:-meta-llama/Llama-3.2-1B-Instruct} lr lbd k settings
+    settings=$(paper_config "$dataset") || exit 2
+    read -r lr lbd k <<< "$settings"
+    local base=$RUNS_DIR
+    RUNS_DIR="$base/paper_${dataset}"
+    for seed in "${PAPER_SEEDS[@]}"; do
+        run_regular "$model" "$lr" 4 auto 0 "$seed" "$lbd" "$dataset"
+        run_jepa "$model" "$lr" 4 auto "$k" "$seed" "$lbd" "$dataset"
+    done
+    "$PY" evaluate.py report "$RUNS_DIR" --csv "$RUNS_DIR/table.csv" --png "$RUNS_DIR/table.png"
+}
+
+main() {
+    local cmd=${1:-}
+    [ -n "$cmd" ] || { sed -n '2,9p' "$0"; exit 2; }
+    shift
+    case $cmd in
+        test) ensure_env; "$PY" -m pytest -q "$@" ;;
+        demo) ensure_env; "$PY" -m llm_jepa.demo "$@" ;;
+        run_regular|run_jepa)
+            [ $# -eq 8 ] || { echo "usage: bash run.sh $cmd MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET" >&2; exit 2; }
+            ensure_env; "$cmd" "$@" ;;
+        paper) [ $# -ge 1 ] || { echo "usage: bash run.sh paper DATASET [MODEL]" >&2; exit 2; }
+            ensure_env; paper "$@" ;;
+        *) echo "unknown command '$cmd' (demo, test, run_regular, run_jepa, paper)" >&2; exit 2 ;;
+    esac
+}
+
+# Sourcing this file (as run8bh200.sh does) defines the functions without running anything.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

@@ -1,0 +1,73 @@
+"""run.sh, run8bh200.sh and the offline demo, run as a user runs them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, needs_shared
+
+ENV = dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def bash(*args, env=None, timeout=900):
+    return subprocess.run(["bash", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=env or ENV)
+
+
+def test_run_jepa_trains_evaluates_and_appends(tmp_path, tiny_llama):
+    data = needs_shared("datasets")
+    env = dict(ENV, DATA_DIR=str(data), RUNS_DIR=str(tmp_path / "runs"), OUTPUT=str(tmp_path / "output.txt"),
+               TRAIN_ARGS="--dtype fp32 --max_steps 3 --batch_size 2 --grad_accum 1",
+               EVAL_ARGS="--max_examples 8 --max_new_tokens 8")
+    proc = bash("run.sh", "run_jepa", tiny_llama, "1e-3", "1", "-2", "1", "82", "1.0", "synth", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (tmp_path / "output.txt").read_text().splitlines()
+    run_dir = tmp_path / "runs" / "synth_jepa_tiny-llama_lr1e-3_lbd1.0_k1_s82"
+    assert lines == [line for line in lines if line.startswith("Success Rate: ")] and len(lines) == 1
+    assert lines[0].startswith(f"Success Rate: {run_dir}, ")
+    summary = json.loads((run_dir / "eval" / "synth_test.summary.json").read_text())
+    assert summary["training"]["predictors"] == 1 and summary["training"]["last_token"] == "-2"
+    assert summary["counts"]["examples"] == 8
+    # a second run appends, as published
+    proc = bash("run.sh", "run_regular", tiny_llama, "1e-3", "1", "-2", "0", "82", "1.0", "synth", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len((tmp_path / "output.txt").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "run.sh demo"), (["paper", "nq_open"], "no published configuration"),
+    (["run_jepa", "x"], "usage: bash run.sh run_jepa"), (["bogus"], "unknown command"),
+])
+def test_run_sh_usage_errors(args, message):
+    proc = bash("run.sh", *args)
+    assert proc.returncode == 2 and message in proc.stdout + proc.stderr
+
+
+def test_run8bh200_uses_the_large_model_script():
+    proc = bash("run8bh200.sh")
+    assert proc.returncode == 2 and "llama31" in proc.stdout
+    proc = bash("run8bh200.sh", "olmo3", "synth", "82")
+    assert proc.returncode == 2
+    # sourcing run.sh defines its functions without running anything (run8bh200.sh relies on it)
+    proc = bash("-c", "source ./run.sh; paper_config gsm8k; paper_config spider")
+    assert proc.returncode == 0 and proc.stdout.split("\n")[:2] == ["2e-5 0.5 4", "4e-5 1.0 3"]
+    script = (ROOT / "run8bh200.sh").read_text()
+    assert "FINETUNE=finetune8bh200.py" in script and "Llama-3.1-8B-Instruct" in script and "OLMo-2" in script
+
+
+def test_demo_runs_end_to_end_small(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "llm_jepa.demo", "--out", str(tmp_path / "demo"), "--n_train", "120",
+                           "--n_test", "16", "--epochs", "1", "--hidden", "32", "--layers", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| regular |" in proc.stdout and "| jepa |" in proc.stdout
+    png = tmp_path / "demo" / "training_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for method in ("regular", "jepa"):
+        summary = json.loads((tmp_path / "demo" / method / "eval" / "demo_test.summary.json").read_text())
+        assert summary["counts"]["examples"] == 16 and {"exact", "dfa"} <= set(summary["metrics"]["metrics"])
+        assert summary["training"]["pretrain"] is True
