@@ -22,23 +22,38 @@ class OutputDirError(RuntimeError):
     pass
 
 
-def prepare_output_dir(path: str | Path, *, overwrite: bool, resume: bool) -> Path:
-    """Create (or safely reuse) the output directory and mark it as ours."""
+def output_dir_action(path: str | Path, *, overwrite: bool, resume: bool) -> str:
+    """What to do with the output directory: 'create', 'keep' (resume) or 'replace'.
+
+    Only reads the file system, so every rank can check before any of them waits on
+    another: a refusal then stops all ranks at once instead of leaving some at a barrier.
+    """
     out = Path(path).resolve()
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"--output_dir {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        ours = (out / MARKER).exists()
-        if resume and ours:
-            return out
-        if not ours:
-            raise OutputDirError(
-                f"--output_dir {out} is not empty and was not made by this trainer; "
-                "refusing to delete it. Choose another directory or empty it yourself.")
-        if not overwrite:
-            raise OutputDirError(
-                f"--output_dir {out} holds an earlier run; pass --overwrite_output_dir to replace it, "
-                "or --resume_from_checkpoint to continue it.")
+    if not (out.is_dir() and any(out.iterdir())):
+        return "create"
+    ours = (out / MARKER).exists()
+    if resume and ours:
+        return "keep"
+    if not ours:
+        raise OutputDirError(
+            f"--output_dir {out} is not empty and was not made by this trainer; "
+            "refusing to delete it. Choose another directory or empty it yourself.")
+    if not overwrite:
+        raise OutputDirError(
+            f"--output_dir {out} holds an earlier run; pass --overwrite_output_dir to replace it, "
+            "or --resume_from_checkpoint to continue it.")
+    return "replace"
+
+
+def prepare_output_dir(path: str | Path, *, overwrite: bool, resume: bool) -> Path:
+    """Create (or safely reuse) the output directory and mark it as ours."""
+    out = Path(path).resolve()
+    action = output_dir_action(out, overwrite=overwrite, resume=resume)
+    if action == "keep":
+        return out
+    if action == "replace":
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(json.dumps({"created": time.strftime("%Y-%m-%d %H:%M:%S"),

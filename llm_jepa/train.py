@@ -22,7 +22,7 @@ from .families import Family, family_for
 from .flops import ProfilerFLOPCallback
 from .losses import jepa_loss_name
 from .modeling import TORCH_DTYPES, add_lora, load_model, merged_for_saving, parameter_dtype, resolve_dtype
-from .outputs import prepare_output_dir, write_run_config
+from .outputs import output_dir_action, prepare_output_dir, write_run_config
 from .tokenization import TokenizerSetup, setup_tokenizer
 from .trainer import JepaSettings, JepaTrainer
 
@@ -273,6 +273,11 @@ def run(cfg: TrainConfig) -> JepaTrainer:
                               splits.eval is not None)
     resume = _resume_path(cfg)
     out = Path(cfg.output_dir).resolve()
+    # Every rank checks (a refusal stops them all), nobody acts before all have checked,
+    # then rank 0 prepares the directory while the others wait.
+    output_dir_action(out, overwrite=cfg.overwrite_output_dir, resume=bool(resume))
+    if args.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
     with args.main_process_first(desc="output directory"):
         if args.process_index == 0:  # the others wait here until it is ready
             prepare_output_dir(out, overwrite=cfg.overwrite_output_dir, resume=bool(resume))
