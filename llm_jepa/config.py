@@ -11,7 +11,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-LAYOUTS = ("regular", "packed", "3pass", "additive")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 

@@ -78,11 +78,6 @@ class Node:
     depth: int = 0                   # rule applications above the atoms (frames excluded)
     closed: bool = True              # False when a prefix sits on the right edge
 
-    @property
-    def is_char(self) -> bool:
-        """A single-character class (not a string literal)."""
-        return self.op == "atom" and (self.regex == "." or self.regex.startswith("["))
-
 
 def _make(op: str, text: str, regex: str, kids: tuple[Node, ...], arg=None,
           closed: bool = True) -> Node:
