@@ -229,7 +229,7 @@ class ViewTokenizer:
                            return_offsets_mapping=True)
         return [{"ids": e["input_ids"], "offsets": e["offset_mapping"]} for e in enc]
 
-    def _truncate(self, enc: dict) -> bool:
+    def truncate(self, enc: dict) -> bool:
         cut = len(enc["ids"]) > self.opts.max_length
         if cut:
             enc["ids"] = enc["ids"][: self.opts.max_length]
@@ -276,7 +276,7 @@ def tokenize_examples(rows: list[dict], renderer: ViewRenderer, vtok: ViewTokeni
     full_enc = vtok.encode(full_views, plain)
     feats = []
     for view, enc in zip(full_views, full_enc):
-        stats.truncated["full"] += vtok._truncate(enc)
+        stats.truncated["full"] += vtok.truncate(enc)
         labels, found = vtok.labels(enc, view, renderer.opts.train_all)
         stats.no_end_of_turn += not found
         feats.append({"input_ids": enc["ids"], "labels": labels})
@@ -284,7 +284,7 @@ def tokenize_examples(rows: list[dict], renderer: ViewRenderer, vtok: ViewTokeni
         for which in ("text", "code"):
             views = [renderer.side(r, which) for r in rows]
             for feat, view, enc in zip(feats, views, vtok.encode(views, plain)):
-                stats.truncated[which] += vtok._truncate(enc)
+                stats.truncated[which] += vtok.truncate(enc)
                 feat[f"{which}_input_ids"] = enc["ids"]
                 feat[f"{which}_emb"] = vtok.embed_index(enc, view)
     stats.report(name, vtok.opts.max_length)

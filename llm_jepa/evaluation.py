@@ -146,7 +146,8 @@ def generate(cfg: EvalConfig, info: DatasetInfo, loaded: Loaded, examples: list[
     prompts = [G.prompt_text(tok, ex.row, family, plain=cfg.plain, template_kwargs=loaded.template_kwargs)
                for ex in examples]
     if info.name == "hellaswag":
-        return _hellaswag(cfg, loaded, examples, prompts)
+        _hellaswag(cfg, loaded, examples, prompts)
+        return
     if cfg.paper_compat and cfg.eval_batch_size == 1:
         max_new = None if cfg.max_new_tokens == -1 else cfg.max_new_tokens
         from tqdm import tqdm
@@ -154,7 +155,7 @@ def generate(cfg: EvalConfig, info: DatasetInfo, loaded: Loaded, examples: list[
         for ex, prompt in zip(examples, tqdm(prompts, desc="Generating")):
             out = G.published_generate(loaded.model, tok, prompt, cfg.max_length, max_new)
             ex.generation, ex.seconds = out.text, out.seconds
-        return None
+        return
     ids = G.encode_prompts(tok, prompts, cfg.max_length, cfg.paper_compat, cfg.plain)
     stops = [tok.eos_token_id] if cfg.paper_compat else G.end_of_turn_ids(
         tok, family, loaded.template_kwargs, cfg.plain)
@@ -162,7 +163,6 @@ def generate(cfg: EvalConfig, info: DatasetInfo, loaded: Loaded, examples: list[
                                   cfg.max_length)
     for ex, out in zip(examples, generator(ids)):
         ex.generation, ex.seconds = out.text, out.seconds
-    return None
 
 
 def _hellaswag(cfg: EvalConfig, loaded: Loaded, examples: list[Example], prompts: list[str]) -> None:

@@ -27,20 +27,11 @@ def training_flops(counts: dict[str, int], tokens, logits, sum_sq_lengths):
 
 
 def segment_lengths(layout) -> torch.Tensor:
-    """Lengths of the attention segments a layout computes (block-diagonal rows split)."""
+    """Lengths of the attention segments a layout computes: its own segment list (packed
+    and additive rows hold several), else the real length of each padded row."""
     if layout.segments is not None:
         return layout.segments
-    mask = layout.kwargs["attention_mask"]
-    if mask.dim() == 2:
-        return mask.sum(1)
-    # 4D block mask: a segment's length is the size of its diagonal block; each query row
-    # of a segment sees (its position in the segment + 1) keys, and the last row sees all.
-    allowed = (mask[:, 0] == 0)
-    seen = allowed.sum(-1)
-    diag = allowed.diagonal(dim1=-2, dim2=-1)
-    nxt = torch.cat([seen[:, 1:], torch.zeros_like(seen[:, :1])], 1)
-    ends = diag & (nxt <= seen)
-    return seen[ends]
+    return layout.kwargs["attention_mask"].sum(1)
 
 
 def batch_flops(layout, counts: dict[str, int], n_logits: int) -> tuple[torch.Tensor, torch.Tensor]:

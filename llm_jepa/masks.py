@@ -143,7 +143,8 @@ def additive(batch: dict, dtype: torch.dtype, pad_id: int, max_length: int) -> L
               "attention_mask": block_causal_mask(seg, dtype),
               "position_ids": torch.cat([full_pos, tc_pos])}
     rows = torch.arange(b, device=seg.device) + b
-    return Layout(kwargs, labels, (rows, t_len - 1), (rows, t_len + c_len - 1), truncated=int(over.sum()))
+    return Layout(kwargs, labels, (rows, t_len - 1), (rows, t_len + c_len - 1), truncated=int(over.sum()),
+                  segments=torch.cat([f_len, t_len, c_len]))
 
 
 def additive_published(batch: dict, full_offset: int | None) -> Layout:
@@ -174,7 +175,8 @@ def additive_published(batch: dict, full_offset: int | None) -> Layout:
     kwargs = {"input_ids": torch.cat([batch["input_ids"], text_ids]), "attention_mask": mask,
               "labels": labels}
     rows = torch.arange(b, device=device) + b
-    return Layout(kwargs, labels, (rows, lu - 1), (rows, lu + la - 1), truncated=int(over.sum()))
+    return Layout(kwargs, labels, (rows, lu - 1), (rows, lu + la - 1), truncated=int(over.sum()),
+                  segments=torch.cat([lf, lu, la]))
 
 
 def packed(batch: dict) -> Layout:

@@ -129,10 +129,9 @@ def split_indices(n: int, test_size: float, seed: int) -> tuple[list[int], list[
     """The published split: datasets' train_test_split(test_size, seed, shuffle=True)."""
     if test_size <= 0:
         return list(range(n)), []
-    from datasets import Dataset
+    from .datasets.prepare import split_like_hf
 
-    split = Dataset.from_dict({"i": list(range(n))}).train_test_split(test_size=test_size, seed=seed, shuffle=True)
-    return list(split["train"]["i"]), list(split["test"]["i"])
+    return split_like_hf(list(range(n)), test_size, seed)
 
 
 class ListDataset(torch.utils.data.Dataset):
