@@ -6,8 +6,10 @@ Both run the same random-init Llama-shaped model, with a tokenizer trained on sy
 training text, on the same prompts, and generate the same number of tokens (random
 weights never end their turn early): one at a time is the published evaluate.py's loop
 (`generation.published_generate`), batched is `generation.GreedyGenerator` (prompts sorted
-by length and left-padded). Prints examples per second of each, their ratio, and whether
-the batched outputs equal the one-at-a-time outputs token for token.
+by length and left-padded). The two are interleaved batch by batch (a batch generated
+batched, then the same prompts one at a time), so that a change in machine load hits
+both. Prints examples per second of each, their ratio, and whether the batched outputs
+equal the one-at-a-time outputs token for token.
 """
 from __future__ import annotations
 
@@ -44,18 +46,23 @@ def setup(args):
     return model, tok, prompts
 
 
-def one_at_a_time(model, tok, prompts, new_tokens):
-    start = time.perf_counter()
-    outs = [G.published_generate(model, tok, p, 512, new_tokens) for p in prompts]
-    return outs, time.perf_counter() - start
-
-
-def batched(model, tok, prompts, new_tokens, batch_size):
-    ids = G.encode_prompts(tok, prompts, 512, paper_compat=True, plain=False)  # the same tokens as above
+def interleaved(model, tok, prompts, new_tokens, batch_size):
+    """(one-at-a-time outputs, seconds, batched outputs, seconds), batch by batch."""
+    ids = G.encode_prompts(tok, prompts, 512, paper_compat=True, plain=False)  # the tokens published_generate sees
     gen = G.GreedyGenerator(model, tok, [tok.eos_token_id], batch_size=batch_size, max_new_tokens=new_tokens)
-    start = time.perf_counter()
-    outs = gen(ids, progress=False)
-    return outs, time.perf_counter() - start
+    order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
+    single, batched = [None] * len(prompts), [None] * len(prompts)
+    single_s = batch_s = 0.0
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        t0 = time.perf_counter()
+        for i, out in zip(chunk, gen([ids[i] for i in chunk], progress=False)):
+            batched[i] = out
+        t1 = time.perf_counter()
+        for i in chunk:
+            single[i] = G.published_generate(model, tok, prompts[i], 512, new_tokens)
+        single_s, batch_s = single_s + time.perf_counter() - t1, batch_s + t1 - t0
+    return single, single_s, batched, batch_s
 
 
 def main() -> None:
@@ -70,9 +77,8 @@ def main() -> None:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     torch.set_flush_denormal(True)  # as the training entry points do on CPU
     model, tok, prompts = setup(args)
-    batched(model, tok, prompts[:4], 2, 4)  # warm-up
-    single_out, single_s = one_at_a_time(model, tok, prompts, args.new_tokens)
-    batch_out, batch_s = batched(model, tok, prompts, args.new_tokens, args.batch_size)
+    interleaved(model, tok, prompts[:4], 2, 4)  # warm-up
+    single_out, single_s, batch_out, batch_s = interleaved(model, tok, prompts, args.new_tokens, args.batch_size)
     same = sum(a.text == b.text for a, b in zip(single_out, batch_out))
     n = len(prompts)
     print(f"# CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; model {args.model} ({MODELS[args.model]}); {n} synth_test prompts; "
