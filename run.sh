@@ -2,7 +2,8 @@
 # LLM-JEPA driver: train, evaluate, and collect results; the published run.sh, and then some.
 #
 #   bash run.sh demo                      the whole pipeline offline on a CPU (~5 minutes)
-#   bash run.sh test [PYTEST_ARGS...]     the test suite
+#   bash run.sh test [PYTEST_ARGS...]     the test suite, on the pinned stack (constraints.txt)
+#   bash run.sh test-latest [PYTEST_ARGS...]   the same on the newest releases (.venv-latest)
 #   bash run.sh run_regular MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
 #   bash run.sh run_jepa    MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
 #   bash run.sh paper DATASET [MODEL]     the paper's protocol: 5 seeds, regular and JEPA
@@ -39,8 +40,10 @@ MASTER_PORT=${MASTER_PORT:-29500}
 PY=.venv/bin/python
 PAPER_SEEDS=(82 23 37 84 4)
 
+# .venv with the pinned stack; setup.sh runs again when the lock or pyproject.toml changed.
 ensure_env() {
-    if [ ! -x "$PY" ] || ! "$PY" -c "import llm_jepa, transformers, peft" 2>/dev/null; then
+    if [ ! -x "$PY" ] || [ ! -e .venv/.installed ] || [ constraints.txt -nt .venv/.installed ] \
+       || [ pyproject.toml -nt .venv/.installed ] || ! "$PY" -c "import llm_jepa" 2>/dev/null; then
         bash setup.sh
     fi
 }
@@ -109,17 +112,18 @@ paper() {
 
 main() {
     local cmd=${1:-}
-    [ -n "$cmd" ] || { sed -n '2,9p' "$0"; exit 2; }
+    [ -n "$cmd" ] || { sed -n '2,10p' "$0"; exit 2; }
     shift
     case $cmd in
-        test) ensure_env; "$PY" -m pytest -q "$@" ;;
+        test) ensure_env; "$PY" -m pytest -q -p no:cacheprovider "$@" ;;
+        test-latest) bash setup.sh --latest; .venv-latest/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
         demo) ensure_env; "$PY" -m llm_jepa.demo "$@" ;;
         run_regular|run_jepa)
             [ $# -eq 8 ] || { echo "usage: bash run.sh $cmd MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET" >&2; exit 2; }
             ensure_env; "$cmd" "$@" ;;
         paper) [ $# -ge 1 ] || { echo "usage: bash run.sh paper DATASET [MODEL]" >&2; exit 2; }
             ensure_env; paper "$@" ;;
-        *) echo "unknown command '$cmd' (demo, test, run_regular, run_jepa, paper)" >&2; exit 2 ;;
+        *) echo "unknown command '$cmd' (demo, test, test-latest, run_regular, run_jepa, paper)" >&2; exit 2 ;;
     esac
 }
 

@@ -268,7 +268,7 @@ def _row_record(ex: Example, sc) -> dict:
 def _summary(cfg, info, scores, metrics, training, extra) -> dict:
     import dataclasses
 
-    import transformers
+    from .environment import stack_record
 
     skipped = [{"index": i, "reason": s.note} for i, s in enumerate(scores) if s.correct is None]
     scored = [s for s in scores if s.correct is not None]
@@ -280,7 +280,7 @@ def _summary(cfg, info, scores, metrics, training, extra) -> dict:
             "skipped": skipped, "training": training, "flags": dataclasses.asdict(cfg),
             "seed": (training or {}).get("finetune_seed", cfg.seed),
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__}, **extra}
+            "versions": stack_record(), **extra}
 
 
 # --------------------------------------------------------------------------------------

@@ -52,8 +52,23 @@ def load_model(model_name: str, family: Family, *, dtype: torch.dtype, attn_impl
     model.config.use_cache = False
     rows = model.get_input_embeddings().weight.shape[0]
     if vocab_size is not None and (exact_resize or vocab_size > rows):
-        model.resize_token_embeddings(vocab_size)
+        _resize_embeddings(model, vocab_size, seed=None if exact_resize else seed)
     return model
+
+
+def _resize_embeddings(model, vocab_size: int, seed: int | None) -> None:
+    """Resize the embeddings; the new rows are drawn at random around the mean embedding.
+
+    The draw uses the global RNG. The published code draws from whatever state the RNG is
+    in (seed None), so a second run in the same process got other predictor embeddings.
+    With a seed the draw is reproducible and leaves the global RNG untouched.
+    """
+    if seed is None:
+        model.resize_token_embeddings(vocab_size)
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.resize_token_embeddings(vocab_size)
 
 
 def add_lora(model, family: Family, rank: int, paper_compat: bool):

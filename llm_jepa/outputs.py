@@ -63,11 +63,8 @@ def prepare_output_dir(path: str | Path, *, overwrite: bool, resume: bool) -> Pa
 
 def write_run_config(out: Path, cfg, extra: dict) -> None:
     """Everything needed to know how the run was made: flags, resolved choices, versions."""
-    import torch
-    import transformers
+    from .environment import stack_record
 
-    record = {"config": dataclasses.asdict(cfg), **extra,
-              "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                           "python": sys.version.split()[0]},
+    record = {"config": dataclasses.asdict(cfg), **extra, "versions": stack_record(),
               "argv": sys.argv, "cwd": os.getcwd()}
     (out / RUN_CONFIG).write_text(json.dumps(record, indent=2, default=str) + "\n")

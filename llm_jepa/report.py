@@ -188,6 +188,30 @@ def _warn_mixed_configs(runs: list[dict], label: str) -> None:
     mixed = sorted(k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1)
     if mixed:
         logger.warning("%s pools runs whose training configs differ in: %s", label, ", ".join(mixed))
+    if len({software_of(s) for s in runs}) > 1:
+        logger.warning("%s pools runs made with different software (see the software lines below the table)", label)
+
+
+def software_of(s: dict) -> str:
+    """The key package versions and thread count a summary records ("unknown" when it has none)."""
+    from .environment import KEY_PACKAGES
+
+    v = s.get("versions") or {}
+    parts = [f"{n} {v[n]}" for n in ("python", *KEY_PACKAGES) if v.get(n)]
+    if v.get("torch_threads"):
+        parts.append(f"{v['torch_threads']} threads")
+    lock = v.get("lock")
+    if isinstance(lock, dict):
+        parts.append("pinned stack" if lock.get("pinned_stack") else "not the pinned stack")
+    return ", ".join(parts) or "unknown"
+
+
+def software_note(summaries: list[dict]) -> str:
+    """Which software the tabled runs were made with: one line per distinct stack."""
+    counts: dict[str, int] = {}
+    for s in summaries:
+        counts[software_of(s)] = counts.get(software_of(s), 0) + 1
+    return "".join(f"\nsoftware ({n} of {len(summaries)} runs): {line}\n" for line, n in counts.items())
 
 
 def group(summaries: list[dict], metric: str = "accuracy") -> list[Group]:
@@ -393,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"none of the {len(summaries)} summaries has the metric {args.metric!r}")
 
     print(markdown(groups, args.metric), end="")
+    print(software_note([s for s in summaries if any(s["path"] in g.paths for g in groups)]), end="")
     if args.csv:
         write_csv(groups, args.csv)
     if args.png:

@@ -16,6 +16,42 @@ TOKENIZERS = SHARED / "tokenizers"
 DATASETS = SHARED / "datasets"
 
 
+# --------------------------------------------------------------------------------------
+# Equivalence of two float32 computations of the same function
+# --------------------------------------------------------------------------------------
+# The layouts (3-pass, additive, packed) compute the same losses and gradients, but they sum
+# in a different order: other row lengths, other matmul blockings, another attention kernel.
+# Float32 rounds each operation to a relative 2**-24 (eps = 1.19e-7), so the results differ
+# by a few eps times the magnitude of the numbers being summed, not of each element: a small
+# gradient element next to large ones inherits their absolute error. Comparing element by
+# element with a relative tolerance therefore fails on noise (one element of 1,664 at 3e-5
+# relative was enough when a library release changed a kernel). We compare instead against
+# the scale of the whole tensor: |a - b| <= ULPS * eps * max|b|. Measured on these tiny models
+# the noise is at most about 4 eps * scale; a wrong mask, position or embedding index moves
+# results by 5% to 100% of the scale (tests/test_tolerance.py checks both), so ULPS = 128
+# (1.5e-5 of the scale) sits 30x above the noise and 3,000x below the smallest real error.
+FP32_EPS = 2.0 ** -23
+ULPS = 128
+
+
+def fp32_tolerance(expected, ulps: int = ULPS) -> float:
+    """The absolute tolerance for comparing a float32 result with `expected`."""
+    import torch
+
+    return ulps * FP32_EPS * float(torch.as_tensor(expected).detach().abs().max())
+
+
+def assert_same_up_to_rounding(actual, expected, ulps: int = ULPS, what: str = ""):
+    """`actual` equals `expected` up to float32 summation-order noise (see above)."""
+    import torch
+
+    actual, expected = torch.as_tensor(actual).detach(), torch.as_tensor(expected).detach()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    worst, tol = float((actual - expected).abs().max()), fp32_tolerance(expected, ulps)
+    assert worst <= tol, (f"{what or 'result'} differs by {worst:.3g}, more than {ulps} eps of its scale "
+                          f"({tol:.3g}): not a rounding difference")
+
+
 def needs_shared(*parts: str) -> Path:
     """A path under ../shared, or skip the test when it is absent."""
     path = SHARED.joinpath(*parts)

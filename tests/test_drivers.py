@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -65,6 +66,10 @@ def test_demo_runs_end_to_end_small(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| regular |" in proc.stdout and "| jepa |" in proc.stdout
+    assert re.search(r"^software: Python .*transformers \d.*threads", proc.stdout, re.M), proc.stdout[-2000:]
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert results["versions"]["torch_threads"] == 2 and results["versions"]["transformers"]
+    assert set(results["results"]) == {"regular", "jepa"}
     png = tmp_path / "demo" / "training_curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for method in ("regular", "jepa"):

@@ -68,6 +68,7 @@ def test_predictions_rescoring_and_unknown_dataset(tmp_path):
     preds = write_jsonl(tmp_path / "synth_preds.jsonl", rows)
     summary = evaluate("--predictions", preds, "--output_file", tmp_path / "r.jsonl")
     assert summary["metrics"]["accuracy"] == pytest.approx(2 / 3)
+    assert summary["versions"]["peft"] and "pinned_stack" in summary["versions"]["lock"]
     assert summary["metrics"]["metrics"]["exact"] == pytest.approx(1 / 3)
     # the output rescored again gives the same result
     again = evaluate("--predictions", tmp_path / "r.jsonl", "--dataset", "synth",

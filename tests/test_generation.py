@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import example, real_tokenizer, synthetic_rows
+from conftest import assert_same_up_to_rounding as same, example, real_tokenizer, synthetic_rows
 from llm_jepa import generation as G
 from llm_jepa.families import family_by_name
 from llm_jepa.tiny import tiny_config
@@ -99,11 +99,11 @@ def test_next_letter_and_continuation_logprobs(tiny_tokenizer, tiny_model):
     pairs = [("the context", " an ending"), ("the context", " another, longer ending")]
     batched = G.continuation_logprobs(tiny_model, tiny_tokenizer, pairs, batch_size=2)
     single = [G.continuation_logprobs(tiny_model, tiny_tokenizer, [p], batch_size=1)[0] for p in pairs]
-    assert batched == pytest.approx(single, rel=1e-5)
+    same(batched, single, what="batched log-probabilities")
     # by hand: log p of the continuation tokens given the context
     ctx = tiny_tokenizer("the context")["input_ids"]
     whole = tiny_tokenizer("the context an ending")["input_ids"]
     with torch.no_grad():
         logp = tiny_model(torch.tensor([whole])).logits[0].log_softmax(-1)
     expected = sum(float(logp[i - 1, whole[i]]) for i in range(len(ctx), len(whole)))
-    assert batched[0] == pytest.approx(expected, rel=1e-5)
+    same(batched[0], expected, what="log-probability")

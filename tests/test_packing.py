@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import example, synthetic_rows
+from conftest import assert_same_up_to_rounding as same, example, synthetic_rows
 from llm_jepa import data as D
 from llm_jepa import losses, masks
 from llm_jepa.collate import PackCollator, PadCollator, pack_segments
@@ -91,9 +91,9 @@ def test_packed_equals_three_pass(tiny_tokenizer, kind, lora):
     lm3, j3, g3 = losses_and_grads(model, masks.three_pass(PadCollator(pad, same_length=True)(feats)))
     for budget in (None, 10 ** 6):  # rows as long as the longest view; one single row
         lmp, jp, gp = losses_and_grads(model, masks.packed(PackCollator(pad, budget=budget)(feats)))
-        torch.testing.assert_close(lmp, lm3, rtol=1e-5, atol=0)
-        torch.testing.assert_close(jp, j3, rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(gp, g3, rtol=1e-5, atol=1e-7)
+        same(lmp, lm3, what="lm loss")
+        same(jp, j3, what="jepa loss")
+        same(gp, g3, what="gradients")
 
 
 def test_packed_eager_matches_too(tiny_tokenizer):
@@ -105,5 +105,5 @@ def test_packed_eager_matches_too(tiny_tokenizer):
     model = AutoModelForCausalLM.from_config(tiny_config("llama", tiny_tokenizer, attn_implementation="eager"))
     lm3, j3, _ = losses_and_grads(model, masks.three_pass(PadCollator(pad, same_length=True)(feats)))
     lmp, jp, _ = losses_and_grads(model, masks.packed(PackCollator(pad)(feats)))
-    torch.testing.assert_close(lmp, lm3, rtol=1e-5, atol=0)
-    torch.testing.assert_close(jp, j3, rtol=1e-5, atol=1e-7)
+    same(lmp, lm3, what="lm loss")
+    same(jp, j3, what="jepa loss")

@@ -253,3 +253,20 @@ def test_runs_without_a_finite_metric_are_left_out(runs):
     g = by_method(report.group(report.collect([runs])), "synth")[REG]
     assert g.n == 5 and 99 not in g.seeds
     assert g.values[g.seeds.index(4)] == 0.5      # an aware date compares with naive ones
+
+
+def test_report_names_the_software_and_warns_when_a_group_mixes_stacks(runs, capsys, caplog):
+    stack = {"python": "3.11.7", "torch": "2.13.0+cpu", "transformers": "5.25.0", "torch_threads": 2,
+             "lock": {"file": "constraints.txt", "pinned_stack": True, "differences": {}}}
+    for path in runs.rglob("*.summary.json"):
+        s = json.loads(path.read_text())
+        newer = "gsm8k_jepa_s4" in str(path)
+        s["versions"] = dict(stack, transformers="5.26.0") if newer else stack
+        path.write_text(json.dumps(s))
+    with caplog.at_level(logging.WARNING):
+        assert report.main([str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "software (19 of 20 runs): python 3.11.7, torch 2.13.0+cpu, transformers 5.25.0, 2 threads, pinned stack" in out
+    assert "software (1 of 20 runs): python 3.11.7, torch 2.13.0+cpu, transformers 5.26.0" in out
+    mixed = [r.message for r in caplog.records if "different software" in r.message]
+    assert len(mixed) == 1 and mixed[0].startswith("gsm8k / ")
