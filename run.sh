@@ -13,11 +13,15 @@
 # own folder, RUNS_DIR/<dataset>_<method>_<model>_lr.._lbd.._k.._s<seed>, with the model,
 # the evaluation rows and the summary JSON that `python evaluate.py report` reads.
 # LAST_TOKEN is passed to --last_token (an offset such as -2 as in the published run.sh,
-# or auto); PREDICTORS is k.
+# or auto); PREDICTORS is k. MODEL is a folder, a hub id, or a short name of
+# `python -m llm_jepa.models list` (smollm2-135m-instruct), fetched and converted on first use.
+# A missing DATA_DIR/<DATASET>_{train,test}.jsonl is made first with
+# `python -m llm_jepa.datasets prepare DATASET --out DATA_DIR` (a download).
 #
 # Environment:
 #   DATA_DIR     dataset folder (default datasets/; on the development machines ../shared/datasets)
-#   SPIDER_PATH  Spider databases (default spider_data/database)
+#   SPIDER_PATH  Spider databases (default: spider_data/database beside DATA_DIR, else ./spider_data/database);
+#                a spider run stops before training when they are not there
 #   RUNS_DIR     where run folders go (default runs/)
 #   NPROC        processes per node (default: the number of visible GPUs, else 1; 1 runs without torchrun)
 #   NNODES NODE_RANK MASTER_ADDR MASTER_PORT   passed to torchrun for multi-node runs
@@ -29,7 +33,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 DATA_DIR=${DATA_DIR:-datasets}
-SPIDER_PATH=${SPIDER_PATH:-spider_data/database}
+SPIDER_PATH=${SPIDER_PATH:-}
 RUNS_DIR=${RUNS_DIR:-runs}
 FINETUNE=${FINETUNE:-finetune.py}
 OUTPUT=${OUTPUT:-output.txt}
@@ -63,10 +67,64 @@ launch() {
     fi
 }
 
+# The Spider databases: SPIDER_PATH when set; else the first of spider_data/database beside
+# DATA_DIR (`prepare spider_data --out spider_data/` next to datasets/; ../shared/spider_data
+# on the development machines) and ./spider_data/database that holds databases.
+spider_candidates() {
+    if [ -n "$SPIDER_PATH" ]; then echo "$SPIDER_PATH"; return; fi
+    local sibling
+    sibling="$(dirname "$DATA_DIR")/spider_data/database"
+    echo "$sibling"
+    [ "$sibling" -ef spider_data/database ] || [ "$sibling" = ./spider_data/database ] || echo spider_data/database
+}
+
+has_databases() { compgen -G "$1/*/*.sqlite" >/dev/null; }
+
+# The folder to pass as --spider_path; a spider run without its databases would score
+# nothing, so it stops before training, saying where it looked.
+spider_path() {
+    local dir looked=""
+    while read -r dir; do
+        if has_databases "$dir"; then echo "$dir"; return 0; fi
+        looked="${looked:+$looked nor in }$dir"
+    done < <(spider_candidates)
+    echo "run.sh: no Spider databases (<db_id>/<db_id>.sqlite) in $looked; get them with" \
+         "'python -m llm_jepa.datasets prepare spider_data --out spider_data/', or set SPIDER_PATH" \
+         "to the folder that holds them" >&2
+    return 2
+}
+
+# The dataset's files; when one is missing, `python -m llm_jepa.datasets prepare` makes them
+# (downloading the upstream data), and when that fails the run stops before training.
+prepare_dataset() { "$PY" -m llm_jepa.datasets prepare "$1" --out "$DATA_DIR"; }
+
+ensure_dataset() {
+    local dataset=$1 train="$DATA_DIR/${1}_train.jsonl" test="$DATA_DIR/${1}_test.jsonl" f missing=()
+    for f in "$train" "$test"; do [ -f "$f" ] || missing+=("$f"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local cmd="python -m llm_jepa.datasets prepare $dataset --out $DATA_DIR"
+    echo "run.sh: no ${missing[*]}; making the $dataset files with '$cmd'" >&2
+    if ! prepare_dataset "$dataset" || [ ! -f "$train" ] || [ ! -f "$test" ]; then
+        echo "run.sh: '$cmd' did not make $train and $test (see above); run it yourself, or set" \
+             "DATA_DIR to the folder that holds them" >&2
+        return 2
+    fi
+}
+
+# A short model name (smollm2-135m-instruct) is fetched and converted here, once, before
+# training and before torchrun starts its ranks; the drivers then load it from the cache.
+# Other names pass through untouched.
+fetch_model() { "$PY" -m llm_jepa.models resolve "$1" >/dev/null; }
+
 # run_one regular|jepa MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
 run_one() {
     local method=$1 model=$2 lr=$3 epochs=$4 last_token=$5 predictors=$6 seed=$7 lbd=$8 dataset=$9
-    local name out
+    local name out spider=""
+    if [ "$dataset" = spider ]; then
+        spider=$(spider_path) || return 2
+    fi
+    ensure_dataset "$dataset" || return 2
+    fetch_model "$model" || return 2
     name=$(basename "$model")
     out="$RUNS_DIR/${dataset}_${method}_${name}_lr${lr}_lbd${lbd}_k${predictors}_s${seed}"
     local flags=(--train_file "$DATA_DIR/${dataset}_train.jsonl" --model_name "$model" --output_dir "$out"
@@ -77,7 +135,7 @@ run_one() {
     launch "$FINETUNE" "${flags[@]}" ${TRAIN_ARGS:-}
     local eval_flags=(--model_name "$out" --original_model_name "$model" --input_file "$DATA_DIR/${dataset}_test.jsonl"
                       --output_file "$out/eval/${dataset}_test.jsonl" --nosplit_data --split_tune_untune)
-    [ -d "$SPIDER_PATH" ] && eval_flags+=(--spider_path "$SPIDER_PATH")
+    [ -n "$spider" ] && eval_flags+=(--spider_path "$spider")
     mkdir -p "$out/eval"
     # shellcheck disable=SC2086
     "$PY" evaluate.py "${eval_flags[@]}" ${EVAL_ARGS:-} | tee "$out/eval/stdout.txt" | grep "^Success Rate:" >> "$OUTPUT"
@@ -87,7 +145,7 @@ run_one() {
 run_regular() { run_one regular "$@"; }
 run_jepa() { run_one jepa "$@"; }
 
-# The paper's best configuration per dataset (SPEC.md section 10): lr lbd k
+# The paper's best configuration per dataset: lr lbd k
 paper_config() {
     case $1 in
         synth|turk) echo "2e-5 1.0 1" ;;

@@ -24,6 +24,7 @@ esac
 
 PY=${PYTHON:-python3}
 LOCK=constraints.txt
+EXTRAS="test,eval,gguf"   # gguf: converting the real pretrained models (python -m llm_jepa.models)
 TORCH_PINNED=$(sed -n 's/^torch==\([^ ]*\).*/\1/p' "$LOCK")
 say() { echo "[setup] $*"; }
 
@@ -107,7 +108,7 @@ if [ "$MODE" = pinned ]; then
     else
         matches_lock || true
         say "installing llm-jepa (editable) with the pinned stack ($LOCK)"
-        "${PIP[@]}" -e ".[test,eval]" -c "$LOCK"
+        "${PIP[@]}" -e ".[$EXTRAS]" -c "$LOCK"
         matches_lock || { echo "[setup] the install does not match $LOCK (see above)" >&2; exit 1; }
         touch "$VENV/.installed"
     fi
@@ -118,7 +119,7 @@ else
     keep_torch=$(mktemp)
     "$VPY" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$keep_torch"
     say "installing llm-jepa (editable) with the newest releases pyproject.toml allows"
-    "${PIP[@]}" --upgrade --upgrade-strategy eager -e ".[test,eval]" -c "$keep_torch"
+    "${PIP[@]}" --upgrade --upgrade-strategy eager -e ".[$EXTRAS]" -c "$keep_torch"
     rm -f "$keep_torch"
 fi
 

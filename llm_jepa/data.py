@@ -1,6 +1,6 @@
 """Data: reading JSONL examples, rendering the three views and tokenizing them.
 
-An example is `{"messages": [system, user, assistant]}` (SPEC section 1). Each example
+An example is `{"messages": [system, user, assistant]}`. Each example
 yields up to three token sequences:
 
 * Full: the whole conversation, with LM labels;
@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,18 @@ from .tokenization import PERCEPTION, PLAIN_EOT, encode_texts, special_ids
 logger = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
-# Marks the body of a view while rendering, to find where the template put it.
+# Marks the body of a view while rendering, to find where the template put it. User text
+# may contain it: `marker_absent_from` then numbers it until it occurs in no message.
 SENTINEL = "\ue000LLMJEPA\ue001"
+
+
+def marker_absent_from(texts: list[str]) -> str:
+    """SENTINEL, or the first of \\ue000LLMJEPA1\\ue001, ...2... that none of `texts` contains."""
+    marker, n = SENTINEL, 0
+    while any(marker in t for t in texts):  # ends: each text holds finitely many
+        n += 1
+        marker = f"\ue000LLMJEPA{n}\ue001"
+    return marker
 
 
 class DataError(ValueError):
@@ -35,18 +46,26 @@ class DataError(ValueError):
 # --------------------------------------------------------------------------------------
 # Reading and validating
 # --------------------------------------------------------------------------------------
-def read_examples(path: str | Path, needs_view_fields: bool = False) -> list[dict]:
-    """Read a JSONL file, failing on the first malformed line with `file:line: problem`."""
+def read_examples(path: str | Path, needs_view_fields: bool = False, require_answer: bool = False) -> list[dict]:
+    """Read a JSONL file, failing on the first malformed line with `file:line: problem`.
+
+    require_answer (training): the assistant message must hold text, since an empty answer
+    trains nothing and leaves the Code view without content to embed. Evaluation files may
+    hold empty golds (the metrics count them).
+    """
     rows = []
-    with open(path, encoding="utf-8") as fh:
+    # Undecodable bytes come through as U+DC80..U+DCFF (surrogateescape), so that each is
+    # reported with its line; utf-8-sig drops a byte-order mark opening the file.
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as fh:
         for lineno, line in enumerate(fh, start=1):
+            _check_utf8(line, path, lineno)
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{lineno}: bad JSON: {err.msg} (column {err.colno})") from None
-            problem = example_problem(row, needs_view_fields)
+            problem = example_problem(row, needs_view_fields, require_answer)
             if problem:
                 raise DataError(f"{path}:{lineno}: {problem}")
             rows.append(row)
@@ -55,7 +74,18 @@ def read_examples(path: str | Path, needs_view_fields: bool = False) -> list[dic
     return rows
 
 
-def example_problem(row, needs_view_fields: bool = False) -> str | None:
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def _check_utf8(line: str, path, lineno: int) -> None:
+    """Name the first byte of a line that is not UTF-8 (escaped by surrogateescape)."""
+    bad = _UNDECODABLE.search(line)
+    if bad:
+        raise DataError(f"{path}:{lineno}: not UTF-8 text: byte 0x{ord(bad.group()) - 0xDC00:02x} at column "
+                        f"{bad.start() + 1}; convert the file to UTF-8")
+
+
+def example_problem(row, needs_view_fields: bool = False, require_answer: bool = False) -> str | None:
     """What is wrong with one example, or None."""
     if not isinstance(row, dict) or "messages" not in row:
         return "expected an object with a 'messages' list"
@@ -67,6 +97,8 @@ def example_problem(row, needs_view_fields: bool = False) -> str | None:
         problem = _message_problem(msg, f"message {i}", role)
         if problem:
             return problem
+    if require_answer and not msgs[2]["content"].strip():
+        return "message 2 (assistant) has empty or whitespace-only content: there is no answer to train"
     if needs_view_fields:
         for key, role in (("text", "user"), ("code", "assistant")):
             if not isinstance(row.get(key), list) or not row[key]:
@@ -74,6 +106,8 @@ def example_problem(row, needs_view_fields: bool = False) -> str | None:
             problem = _message_problem(row[key][0], f"'{key}' message", None)
             if problem:
                 return problem
+        if require_answer and not row["code"][0]["content"].strip():
+            return "'code' message has empty or whitespace-only content: the Code view has nothing to embed"
     return None
 
 
@@ -86,6 +120,10 @@ def _message_problem(msg, where: str, role: str | None) -> str | None:
         return f"{where} has role {msg['role']!r}, expected {role!r}"
     if not isinstance(msg.get("content"), str):
         return f"{where} has no string 'content'"
+    try:
+        msg["content"].encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate such as "\ud800", which JSON can spell
+        return f"{where} content is not valid Unicode: {err.object[err.start]!r} at character {err.start + 1}"
     return None
 
 
@@ -154,18 +192,21 @@ class ViewRenderer:
 
     def _render_locating(self, messages: list[dict], body: str) -> RenderedView:
         """Render `messages`, whose last message has content `body`, and locate the body."""
-        probe = copy.deepcopy(messages)
-        probe[-1]["content"] = SENTINEL
-        probe_text = self._render(probe)
-        at = probe_text.find(SENTINEL)
         real = self._render(messages)
-        if at >= 0:
-            prefix, suffix = probe_text[:at], probe_text[at + len(SENTINEL):]
+        # A marker that neither the messages nor the template's own text contain, so that
+        # it is found exactly where the template put the body.
+        marker = marker_absent_from([real] + [m["content"] for m in messages])
+        probe = copy.deepcopy(messages)
+        probe[-1]["content"] = marker
+        probe_text = self._render(probe)
+        at = probe_text.find(marker)
+        if at >= 0 and probe_text.count(marker) == 1:
+            prefix, suffix = probe_text[:at], probe_text[at + len(marker):]
             for candidate in (body, body.strip()):  # templates may trim the content
                 if real == prefix + candidate + suffix:
                     return RenderedView(real, at, at + len(candidate))
-        raise ValueError(f"cannot locate the message content in the {self.family.name} chat "
-                         f"template's output: {real[:200]!r}")
+        raise DataError(f"cannot locate the message content in the {self.family.name} chat "
+                        f"template's output: {real[:200]!r}")
 
     def full(self, row: dict) -> RenderedView:
         msgs = row["messages"]
@@ -196,12 +237,17 @@ class TokenizeStats:
     examples: int = 0
     truncated: dict = field(default_factory=lambda: {"full": 0, "text": 0, "code": 0})
     no_end_of_turn: int = 0
+    no_trained_tokens: int = 0   # examples whose answer truncation cut off entirely
 
     def report(self, name: str, max_length: int) -> None:
         for view, n in self.truncated.items():
             if n:
                 logger.warning("%s: %d of %d %s views exceed --max_length %d and were truncated",
                                name, n, self.examples, view, max_length)
+        if self.no_trained_tokens:
+            logger.warning("%s: %d of %d examples keep no token to train after truncation to --max_length %d "
+                           "(their answers are cut off); they add nothing to the LM loss",
+                           name, self.no_trained_tokens, self.examples, max_length)
         if self.no_end_of_turn:
             logger.warning("%s: %d answers have no end-of-turn token after them to train",
                            name, self.no_end_of_turn)
@@ -254,6 +300,22 @@ class ViewTokenizer:
                 return labels, True
         return labels, False
 
+    @staticmethod
+    def trains_something(labels: list[int]) -> bool:
+        """Whether a Full view has a token for the LM loss, which predicts token i from the
+        tokens before it: a label on the first token never counts."""
+        return any(t != -100 for t in labels[1:])
+
+    def needed_length(self, views: list[RenderedView], plain: bool, train_all: bool) -> int:
+        """The smallest --max_length that keeps one trained token of at least one view."""
+        need = []
+        for view, enc in zip(views, self.encode(views, plain)):  # not truncated
+            labels, _ = self.labels(enc, view, train_all)
+            first = next((i for i, t in enumerate(labels) if i and t != -100), None)
+            if first is not None:
+                need.append(first + 1)
+        return min(need, default=2)
+
     def embed_index(self, enc: dict, view: RenderedView) -> int:
         """Position whose final hidden state embeds the view."""
         n = len(enc["ids"])
@@ -272,20 +334,43 @@ def tokenize_examples(rows: list[dict], renderer: ViewRenderer, vtok: ViewTokeni
     """Features for every example: Full ids and labels, plus Text/Code ids and positions."""
     stats = TokenizeStats(examples=len(rows))
     plain = renderer.opts.plain
-    full_views = [renderer.full(r) for r in rows]
+    full_views = _render_all(rows, renderer.full, name)
     full_enc = vtok.encode(full_views, plain)
     feats = []
     for view, enc in zip(full_views, full_enc):
         stats.truncated["full"] += vtok.truncate(enc)
         labels, found = vtok.labels(enc, view, renderer.opts.train_all)
         stats.no_end_of_turn += not found
+        stats.no_trained_tokens += not vtok.trains_something(labels)
         feats.append({"input_ids": enc["ids"], "labels": labels})
+    if rows and stats.no_trained_tokens == len(rows):
+        raise _nothing_to_train(name, full_views, vtok, renderer.opts)
     if with_views:
         for which in ("text", "code"):
-            views = [renderer.side(r, which) for r in rows]
+            views = _render_all(rows, lambda r: renderer.side(r, which), name)  # noqa: B023 (used at once)
             for feat, view, enc in zip(feats, views, vtok.encode(views, plain)):
                 stats.truncated[which] += vtok.truncate(enc)
                 feat[f"{which}_input_ids"] = enc["ids"]
                 feat[f"{which}_emb"] = vtok.embed_index(enc, view)
     stats.report(name, vtok.opts.max_length)
     return feats, stats
+
+
+def _nothing_to_train(name: str, views: list[RenderedView], vtok: ViewTokenizer, opts: ViewOptions) -> DataError:
+    """The error for a data set that truncation leaves nothing to train (the LM loss would be
+    a mean over zero tokens), with the smallest --max_length that keeps something."""
+    need = vtok.needed_length(views, opts.plain, opts.train_all)
+    return DataError(f"{name}: none of the {len(views)} examples keeps a token to train after truncation to "
+                     f"--max_length {vtok.opts.max_length} (every trained token lies beyond it); raise "
+                     f"--max_length to at least {need}, which keeps one token of one example")
+
+
+def _render_all(rows: list[dict], render, name: str) -> list[RenderedView]:
+    """render(row) for every row; a failure names the example (1-based, blank lines not counted)."""
+    out = []
+    for i, row in enumerate(rows, start=1):
+        try:
+            out.append(render(row))
+        except DataError as err:
+            raise DataError(f"{name}: example {i}: {err}") from None
+    return out

@@ -29,7 +29,7 @@ class Family:
     name: str
     model_types: tuple[str, ...]          # config.model_type values of this family
     name_hints: tuple[str, ...]           # lower-case substrings of a model name
-    last_token: int                       # the published run.sh offset (SPEC section 4)
+    last_token: int                       # the published run.sh offset
     lora_targets: tuple[str, ...] | str = PUBLISHED_LORA_TARGETS
     system_role: bool = True              # False: system text is merged into the user turn
     code_view_role: str = "assistant"     # role the Code view is rendered with

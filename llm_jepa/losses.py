@@ -1,4 +1,4 @@
-"""Losses as pure functions (SPEC section 6).
+"""Losses as pure functions.
 
 t and c are the Text and Code embeddings, [B, d]. Every JEPA variant returns a scalar.
 """

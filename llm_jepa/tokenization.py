@@ -44,7 +44,16 @@ def setup_tokenizer(model_name: str, family: Family, *, override: str | None = N
     """Load the tokenizer and make it ready for the three JEPA views."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_source(model_name, family, override))
+    from .config import ConfigError
+    from .modeling import model_path_problem
+
+    source = tokenizer_source(model_name, family, override)
+    flag = "--tokenizer_name" if override else "--model_name" if source == model_name else \
+        f"the {family.name} family's tokenizer"
+    problem = model_path_problem(source, flag, "tokenizer_config.json")
+    if problem:  # before transformers, which calls a missing path a malformed repo id
+        raise ConfigError(problem)
+    tok = AutoTokenizer.from_pretrained(source)
     fallback = _ensure_template(tok, family, paper_compat)
     if family.bos_token:
         tok.add_special_tokens({"bos_token": family.bos_token})

@@ -1,5 +1,5 @@
-"""An independent re-statement of the published numerics, written from SPEC.md (not from
-the project's code), used to check `--paper_compat` bit for bit.
+"""An independent re-statement of the published numerics, written from a description of the
+published code's behaviour (not from the project's code), used to check `--paper_compat` bit for bit.
 
 It deliberately follows the published algorithms literally: every view is tokenized with
 `tokenizer(text, truncation=True, max_length=L, padding="max_length")`, labels come from

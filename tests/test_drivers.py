@@ -76,3 +76,31 @@ def test_demo_runs_end_to_end_small(tmp_path):
         summary = json.loads((tmp_path / "demo" / method / "eval" / "demo_test.summary.json").read_text())
         assert summary["counts"]["examples"] == 16 and {"exact", "dfa"} <= set(summary["metrics"]["metrics"])
         assert summary["training"]["pretrain"] is True
+
+
+def spider_env(tmp_path, **extra):
+    env = {k: v for k, v in ENV.items() if k != "SPIDER_PATH"}
+    return dict(env, DATA_DIR=str(tmp_path / "datasets"), RUNS_DIR=str(tmp_path / "runs"),
+                OUTPUT=str(tmp_path / "output.txt"), **extra)
+
+
+@pytest.mark.parametrize("spider_path", [None, "nowhere"])
+def test_spider_run_without_databases_stops_before_training(tmp_path, spider_path):
+    extra = {"SPIDER_PATH": str(tmp_path / spider_path)} if spider_path else {}
+    proc = bash("run.sh", "run_jepa", "some-model", "1e-3", "1", "-2", "1", "82", "1.0", "spider",
+                env=spider_env(tmp_path, **extra))
+    looked = tmp_path / (spider_path or "spider_data/database")   # unset: beside DATA_DIR
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"no Spider databases (<db_id>/<db_id>.sqlite) in {looked}" in proc.stderr
+    assert "python -m llm_jepa.datasets prepare spider_data" in proc.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "output.txt").exists()
+
+
+def test_spider_path_defaults_to_the_databases_beside_data_dir(tmp_path):
+    db = tmp_path / "spider_data" / "database" / "toy" / "toy.sqlite"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"")
+    proc = bash("-c", "source ./run.sh; spider_path", env=spider_env(tmp_path))
+    assert proc.returncode == 0 and proc.stdout.strip() == f"{tmp_path}/spider_data/database"
+    proc = bash("-c", "source ./run.sh; spider_path", env=spider_env(tmp_path, SPIDER_PATH=str(tmp_path / "x")))
+    assert proc.returncode == 2 and f"in {tmp_path}/x;" in proc.stderr

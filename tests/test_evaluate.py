@@ -39,6 +39,8 @@ def test_evaluate_writes_rows_summary_and_success_line(tmp_path, tuned, capsys):
         assert key in rows[0]
     saved = json.loads((tmp_path / "eval" / "synth.summary.json").read_text())
     assert saved == summary
+    # finished: no partial rows or temporary files are left beside the outputs
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["synth.jsonl", "synth.summary.json"]
     assert summary["dataset"] == "synth" and summary["primary"] == "dfa"
     assert summary["counts"]["examples"] == 10 and summary["seed"] == 82
     assert summary["training"]["predictors"] == 1 and summary["training"]["lbd"] == 1.0

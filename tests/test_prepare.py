@@ -99,7 +99,7 @@ WIKIHOW = {"ind": 9, "activity_label": "Home and Garden",
 
 def test_hellaswag_converter():
     row = P.hellaswag_example(ACTIVITYNET)
-    assert list(row) == ["messages", "text", "code"]  # the published key order
+    assert list(row) == ["messages", "text", "code", "hellaswag"]  # the published order, then ours
     system = DATASETS["hellaswag"].system_prompt
     assert row["messages"] == chat(system, "A woman stands at a kitchen counter. she\n"
                                            "A) spreads butter on two slices of bread.\n"
@@ -107,12 +107,16 @@ def test_hellaswag_converter():
                                            "D) paints the fence blue.", "A")
     assert row["text"] == [{"role": "user", "content": "A woman stands at a kitchen counter. she"}]
     assert row["code"] == [{"role": "assistant", "content": "spreads butter on two slices of bread."}]
+    # lm-eval's inputs, verbatim: ctx_b is not capitalised here (evaluation does that)
+    assert row["hellaswag"] == {"activity_label": "Making a sandwich", "ctx_a": "A woman stands at a kitchen counter.",
+                                "ctx_b": "she", "endings": ACTIVITYNET["endings"]}
 
     wiki = P.hellaswag_example(WIKIHOW)  # markers kept, no trailing space from the empty ctx_b
     assert wiki["messages"][1]["content"].startswith("[header] How to water a plant [title] Check the soil. "
                                                      "[step] Push a finger into it.\nA) [substeps] Sing to it.\n")
     assert wiki["messages"][2]["content"] == "C"
     assert wiki["code"][0]["content"] == "If it is dry, water it. [title] Water slowly."
+    assert wiki["hellaswag"] == {k: WIKIHOW[k] for k in ("activity_label", "ctx_a", "ctx_b", "endings")}
     no_ctx = {k: v for k, v in WIKIHOW.items() if k != "ctx"}
     assert P.hellaswag_example(no_ctx) == wiki  # ctx_a + " " + ctx_b when ctx is absent
     with pytest.raises(ValueError, match="no label"):
@@ -130,22 +134,27 @@ def test_hellaswag_test_is_a_seeded_subset_of_validation():
 def hellaswag_upstream(row: dict, split_ctx: bool) -> dict:
     """Upstream fields rebuilt from a published row: the context, the endings from the
     option lines, the label from the letter; ActivityNet contexts are split back into
-    ctx_a and the lower-case ctx_b after the last ". "."""
+    ctx_a and the lower-case ctx_b after the last ". ". The published rows do not keep
+    the activity label: a stand-in."""
     context = row["text"][0]["content"]
     endings = [line[3:] for line in row["messages"][1]["content"].split("\n")[1:]]
     label = str("ABCD".index(row["messages"][2]["content"]))
     cut = context.rfind(". ")
+    common = {"activity_label": "Some activity", "endings": endings, "label": label}
     if not split_ctx or context.startswith("[header]") or cut < 0:
-        return {"ctx": context, "ctx_a": context, "ctx_b": "", "endings": endings, "label": label}
-    return {"ctx_a": context[:cut + 1], "ctx_b": context[cut + 2:], "endings": endings, "label": label}
+        return {"ctx": context, "ctx_a": context, "ctx_b": "", **common}
+    return {"ctx_a": context[:cut + 1], "ctx_b": context[cut + 2:], **common}
 
 
 @pytest.mark.parametrize("split_ctx", [False, True])
 def test_hellaswag_rebuilds_published_rows(split_ctx):
     lines = shared_lines("hellaswag_test.jsonl")[:300]
     for line in lines:
-        row = json.loads(line)
-        assert P.to_line(P.hellaswag_example(hellaswag_upstream(row, split_ctx))) == line
+        upstream = hellaswag_upstream(json.loads(line), split_ctx)
+        rebuilt = P.hellaswag_example(upstream)
+        # our extra field holds the upstream fields; without it the line is the published one
+        assert rebuilt.pop("hellaswag") == {k: upstream[k] for k in ("activity_label", "ctx_a", "ctx_b", "endings")}
+        assert P.to_line(rebuilt) == line
 
 
 # --------------------------------------------------------------------------------------

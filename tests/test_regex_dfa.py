@@ -169,11 +169,14 @@ def test_parse_character_classes():
     assert parse("[ba]") == Chars(((ord("a"), ord("b")),))
     assert parse("[^a]") == Chars(((0, ord("a") - 1), (ord("a") + 1, 0x10FFFF)))
     assert parse("\\[") == Chars(((ord("["), ord("[")),))
+    assert parse("[a-]") == parse("[-a]") == Chars(((ord("-"), ord("-")), (ord("a"), ord("a"))))
+    assert parse("[z-a]") == Chars(())  # dk.brics: an inverted range holds no character
+    assert parse("[\\b]") == Chars(((ord("b"), ord("b")),))  # not a word-boundary mark
 
 
 @pytest.mark.parametrize(
     "bad",
-    ["(a", "a)", "(a|b", "[a-z", "a{2", "a{,3}", "a{x}", "[z-a]", "a|", '"abc', "<1-5>", "((((", "\\"],
+    ["(a", "a)", "(a|b", "[a-z", "[a-", "a{2", "a{,3}", "a{x}", "a|", '"abc', "<dog>", "<1-5", "((((", "\\"],
 )
 def test_bad_input_raises_and_returns_none(bad):
     with pytest.raises(RegexSyntaxError):

@@ -19,6 +19,7 @@ from llm_jepa.sql_exec import (
     exact_match,
     execute,
     execution_match,
+    execution_results,
     gold_is_ordered,
     normalize_sql,
     parse_db_id,
@@ -222,8 +223,10 @@ def test_duplicates_matter(spider: Path) -> None:
     assert _score(spider, gold, "SELECT DISTINCT name FROM singer") == SqlResult("wrong", "result mismatch")
 
 
-def test_column_order_matters(spider: Path) -> None:
-    assert _score(spider, "SELECT id, name FROM singer", "SELECT name, id FROM singer").status == "wrong"
+def test_column_order_matters_only_to_the_strict_score(spider: Path) -> None:
+    gold, pred = "SELECT id, name FROM singer", "SELECT name, id FROM singer"
+    assert _score(spider, gold, pred) == SqlResult("correct", "")
+    assert execution_results(spider, DB_ID, gold, pred).strict == SqlResult("wrong", "columns in another order")
 
 
 def test_failing_prediction_is_wrong_even_when_gold_is_empty(spider: Path) -> None:

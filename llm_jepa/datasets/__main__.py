@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from ..cli import progress_logging
 from . import DATASETS
 from .prepare import RECIPES, SPIDER_DATA, SPIDER_ZIP_URL, PrepareError, one_line, prepare_dataset, \
     prepare_spider_data, resolve_names
@@ -57,20 +57,9 @@ def prepare(args: argparse.Namespace) -> None:
         prepare_spider_data(args.spider_out, args.spider_url)
 
 
-def setup_logging() -> None:
-    """Our progress lines on stderr; third-party loggers keep their own settings (a root
-    handler would print the hub's retry warnings twice)."""
-    log = logging.getLogger("llm_jepa")
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-    log.setLevel(logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging()
+    progress_logging()
     if args.command == "list":
         print_registry()
         return 0

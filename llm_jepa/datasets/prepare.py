@@ -4,7 +4,7 @@ Two layers, kept apart so that the first can be tested without a network:
 
 * converters and builders: pure functions from upstream rows (a list of dicts, or a
   Hugging Face `Dataset`, which indexes and iterates the same way) to examples in the
-  published format `{"messages": [system, user, assistant]}` (SPEC section 1);
+  published format `{"messages": [system, user, assistant]}`;
 * fetchers: thin download steps (`datasets.load_dataset`, or a raw file over HTTPS).
 
 Where the published selection could be recovered from the published files it is
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..metrics.hellaswag import UPSTREAM_FIELD, UPSTREAM_KEYS
 from . import get_dataset
 
 logger = logging.getLogger(__name__)
@@ -159,15 +160,22 @@ def hellaswag_context(row: Mapping) -> str:
 
 def hellaswag_example(row: Mapping) -> dict:
     """HellaSwag: the context, then one "A) ending" line per option; the answer is the
-    letter. The JEPA views are the context (Text) and the correct ending (Code)."""
+    letter. The JEPA views are the context (Text) and the correct ending (Code).
+
+    A last field, "hellaswag", keeps the upstream activity_label, ctx_a, ctx_b and endings
+    verbatim: lm-eval's acc / acc_norm query is built from them (metrics/hellaswag.py),
+    and the messages cannot give them back (ctx_b is not marked off in the context). The
+    gold stays the assistant letter alone. Training and the letter metric ignore the field."""
     label = row["label"]
     if label in (None, ""):  # the upstream test split is unlabelled
         raise ValueError(f"HellaSwag row {row.get('ind')!r} has no label")
     endings, gold = list(row["endings"]), int(label)
     context = hellaswag_context(row)
     options = "\n".join(f"{letter}) {ending}" for letter, ending in zip(HELLASWAG_LETTERS, endings))
-    return example("hellaswag", f"{context}\n{options}", HELLASWAG_LETTERS[gold],
-                   text=[message("user", context)], code=[message("assistant", endings[gold])])
+    out = example("hellaswag", f"{context}\n{options}", HELLASWAG_LETTERS[gold],
+                  text=[message("user", context)], code=[message("assistant", endings[gold])])
+    out[UPSTREAM_FIELD] = {key: row[key] for key in UPSTREAM_KEYS} | {"endings": endings}
+    return out
 
 
 # --------------------------------------------------------------------------------------

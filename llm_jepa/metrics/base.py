@@ -10,6 +10,8 @@ class ScoreContext:
     """What scoring needs beyond the row itself."""
     spider_path: str | None = None   # Spider's database folder: <spider_path>/<db_id>/<db_id>.sqlite
     sql_timeout: float = 10.0        # seconds per SQL query
+    regex_timeout: float | None = None   # seconds per regex pair (None: the metric's default)
+    regex_max_states: int | None = None  # state pairs per regex pair (None: the metric's default)
 
 
 @dataclass

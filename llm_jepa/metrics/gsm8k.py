@@ -1,4 +1,4 @@
-"""GSM8K: the final number, read strictly (after '#### ') and flexibly (the last number)."""
+"""GSM8K: the final number, read strictly (after the first '#### ') and flexibly (the last number)."""
 from __future__ import annotations
 
 import math
@@ -24,13 +24,18 @@ def _to_float(text: str) -> float | None:
 
 
 def strict_answer(text: str) -> str | None:
-    """The number right after the last '####', or None."""
-    markers = _MARKER.findall(text)
-    if not markers:
-        return None
-    rest = markers[-1].replace(",", "").replace("$", "").strip()
-    match = _LEADING_NUMBER.match(rest)
-    return match.group(0) if match else None
+    """The number right after the first '####' that is followed by one, or None.
+
+    The first, as lm-eval's strict match: a run-on generation that invents a follow-up
+    question and answers it after a second '####' is judged on its own answer. Unlike
+    lm-eval, '$' and thousands commas are dropped and the number is compared as a number
+    ("#### $1,000.00" is 1000), because GSM8K's gold answers are numbers, not strings.
+    """
+    for marker in _MARKER.findall(text):
+        match = _LEADING_NUMBER.match(marker.replace(",", "").replace("$", "").strip())
+        if match:
+            return match.group(0)
+    return None
 
 
 def flexible_answer(text: str) -> str | None:
