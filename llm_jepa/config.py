@@ -1,14 +1,16 @@
 """The fine-tuning configuration: one dataclass that is the single source of truth for
 every command-line flag, its default, its help text and its allowed values.
 
-The published flags keep their published names and meanings (SPEC.md sections 1-7).
+The published flags keep their published names and meanings.
 `--paper_compat` switches every fix back to the published behaviour.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
@@ -64,8 +66,11 @@ class TrainConfig(Validated):
     attn_implementation: str | None = _flag(
         None, "Attention kernel passed to the model (sdpa, eager, flash_attention_2, flex_attention); "
               "'family': the family table's choice for large models (eager for Gemma), else the default.")
-    gradient_checkpointing: bool = _flag(
-        True, "Recompute activations in backward (published default: on). --no-gradient_checkpointing disables.")
+    gradient_checkpointing: bool | None = _flag(
+        None, "Recompute activations in backward to save memory, at a third more compute. Default (auto): "
+              "on with --paper_compat (published default) and on a CUDA GPU; on a CPU only when the "
+              "estimated training memory would not fit. --gradient_checkpointing / --no-gradient_checkpointing "
+              "force it on / off.")
     fsdp: str = _flag(
         "", "FSDP sharding for the Trainer, e.g. 'full_shard auto_wrap' (finetune8bh200.py): FSDP2, one "
             "unit per decoder layer, activation checkpointing by FSDP when --gradient_checkpointing.")
@@ -105,7 +110,8 @@ class TrainConfig(Validated):
     infonce: bool = _flag(False, "JEPA loss = InfoNCE over the batch (temperature 0.07).")
     front_pred: bool = _flag(False, "Put the predictor tokens in front of the Text content.")
     reverse_pred: bool = _flag(False, "Swap Text and Code: Code predicts Text.")
-    jepa_ratio: float = _flag(-1.0, "Random JEPA-loss dropout: compute JEPA on this fraction of steps (LD = 1 - r).")
+    jepa_ratio: float = _flag(-1.0, "Random JEPA-loss dropout: compute JEPA on this fraction r of steps, "
+                                    "0 < r <= 1 (LD = 1 - r); -1: on every step.")
     same_flop: bool = _flag(False, "Shrink epochs and checkpoint interval to match regular fine-tuning FLOPs.")
     # --- diagnostics ------------------------------------------------------------------
     track_flop: bool = _flag(False, "Profile the first 10 steps and print 'Step N: FLOPs: X'.")
@@ -140,8 +146,7 @@ class TrainConfig(Validated):
             out.append("give --train_file or --data_file, not both")
         if self.data_file and self.eval_file:
             out.append("--eval_file cannot be used with --data_file (it is split by --eval_split)")
-        if not 0.0 <= self.eval_split < 1.0:
-            out.append(f"--eval_split must be in [0, 1), got {self.eval_split}")
+        out.extend(self._float_problems())
         chosen = [n for n in ("jepa_l2", "jepa_mse", "infonce") if getattr(self, n)]
         if len(chosen) > 1:
             out.append("choose at most one of --jepa_l2, --jepa_mse, --infonce (got "
@@ -158,8 +163,11 @@ class TrainConfig(Validated):
                 out.append(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps == 0 or self.max_steps < -1:
             out.append(f"--max_steps must be positive or -1, got {self.max_steps}")
-        if self.jepa_ratio > 1.0:
-            out.append(f"--jepa_ratio must be at most 1, got {self.jepa_ratio}")
+        for name in ("split_seed", "finetune_seed"):  # numpy's seeding refuses the others, but only late
+            if not 0 <= getattr(self, name) < 2 ** 32:
+                out.append(f"--{name} must be between 0 and 2**32 - 1, got {getattr(self, name)}")
+        if self.gamma == 0 and (self.regular or self.lbd == 0):
+            out.append("--gamma 0 with " + ("--regular" if self.regular else "--lbd 0") + " leaves no loss to train")
         if self.packing_budget < 0:
             out.append(f"--packing_budget must be 0 (automatic) or positive, got {self.packing_budget}")
         if self.lora and self.fsdp:
@@ -167,6 +175,81 @@ class TrainConfig(Validated):
         if self.regular and self.additive_mask:
             out.append("--regular and --additive_mask exclude each other")
         return out
+
+    def _float_problems(self) -> list[str]:
+        return _float_problems(self, _FLOAT_RANGES)
+
+    def input_problems(self) -> list[str]:
+        """Problems that need the file system: the input files and the model and tokenizer paths."""
+        from .modeling import model_path_problem
+
+        out = [_input_file_problem(f"--{name}", getattr(self, name))
+               for name in ("train_file", "eval_file", "data_file")]
+        out.append(model_path_problem(self.model_name, "--model_name"))
+        if self.tokenizer_name:
+            out.append(model_path_problem(self.tokenizer_name, "--tokenizer_name", "tokenizer_config.json"))
+        return [p for p in out if p]
+
+    def validate(self, check_inputs: bool = False) -> TrainConfig:
+        """Raise ConfigError with every problem at once. check_inputs: also look at the file
+        system (input files, model path), as the command line and `train.run` do, so that a
+        missing file is reported with the flags' problems, before anything loads."""
+        problems = self.problems() + (self.input_problems() if check_inputs else [])
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        return self
+
+
+# Every float flag of TrainConfig: the test a finite value must pass, and what it says.
+def _float_problems(cfg, ranges: dict) -> list[str]:
+    """Float flags that are not finite (argparse accepts 'nan' and 'inf') or out of range.
+    Every float field of `cfg` must be finite; `ranges` adds a range check for some."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.type not in (float, "float") or not isinstance(value, (int, float)):
+            continue
+        ok, allowed = ranges.get(f.name, (lambda v: True, ""))
+        if not math.isfinite(value):
+            out.append(f"--{f.name} must be a finite number, got {value}")
+        elif not ok(value):
+            out.append(f"--{f.name} must be {allowed}, got {value}")
+    return out
+
+
+_FLOAT_RANGES = {
+    "eval_split": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "learning_rate": (lambda v: v > 0.0, "positive"),
+    "lbd": (lambda v: v >= 0.0, "0 or positive (a negative weight maximises the JEPA loss)"),
+    "gamma": (lambda v: v >= 0.0, "0 or positive (a negative weight maximises the LM loss)"),
+    # published: any r <= 0 meant 'off'; 0 would read as 'never', so only -1 says 'off'
+    "jepa_ratio": (lambda v: v == -1.0 or 0.0 < v <= 1.0,
+                   "in (0, 1] (the fraction of steps that compute JEPA), or -1 for every step"),
+}
+
+
+_EVAL_FLOAT_RANGES = {
+    "test_size": (lambda v: 0.0 < v < 1.0, "in (0, 1)"),
+    "sql_timeout": (lambda v: v > 0.0, "a positive number of seconds"),
+    "regex_timeout": (lambda v: v > 0.0, "a positive number of seconds"),
+}
+
+
+def _input_file_problem(flag: str, path: str | None) -> str | None:
+    """Why an input JSONL file cannot be read, or None."""
+    if not path:
+        return None
+    p = Path(path)
+    if not p.exists():
+        return f"{flag} {path}: no such file"
+    if p.is_dir():
+        return f"{flag} {path} is a directory, not a JSONL file"
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as err:
+        return f"{flag} {path}: cannot be read ({err.strerror})"
+    return None
 
 
 
@@ -181,7 +264,7 @@ def build_parser(defaults: dict[str, Any] | None = None, description: str = "LLM
     for f in dataclasses.fields(config_class or TrainConfig):
         default = defaults.get(f.name, f.default)
         help_text = f.metadata.get("help", "")
-        if f.type in ("bool", bool):
+        if f.type in ("bool", bool, "bool | None"):  # None: decided at run time (auto)
             # Published store_true flags keep their meaning; the negative form lets a set of
             # defaults (finetune8bh200.py) be switched back off.
             parser.add_argument(f"--{f.name}", default=default, action=argparse.BooleanOptionalAction,
@@ -197,15 +280,18 @@ def _arg_type(annotation: str):
     return {"int": int, "float": float, "str": str}[base]
 
 
-def parse_args(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = None) -> TrainConfig:
-    """Parse the command line into a validated TrainConfig (all problems reported at once)."""
+def parse_args(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = None,
+               check_inputs: bool = False) -> TrainConfig:
+    """Parse the command line into a validated TrainConfig (all problems reported at once).
+
+    check_inputs: also check the input files and the model path (finetune.py does)."""
     parser = build_parser(defaults)
     ns = parser.parse_args(argv)
     cfg = TrainConfig(**vars(ns))
     if cfg.paper_compat and "last_token" not in _given_flags(argv) and "last_token" not in (defaults or {}):
         cfg.last_token = "-1"  # the published command-line default
     try:
-        return cfg.validate()
+        return cfg.validate(check_inputs=check_inputs)
     except ConfigError as err:
         parser.error(str(err))
         raise  # unreachable: parser.error raises SystemExit
@@ -251,8 +337,9 @@ class EvalConfig(Validated):
     train_file: str | None = _flag(None, "Also write the train split here.")
     test_file: str | None = _flag(None, "Also write the test split here.")
     process_split: str = _flag("test", "Which split to evaluate when splitting.", ("train", "test", "both"))
-    no_skip_existing: bool = _flag(False, "Published flag, kept for compatibility (results are always "
-                                          "recomputed).")
+    no_skip_existing: bool = _flag(
+        False, "Start over: discard the rows an interrupted run of this evaluation saved in "
+               "<output_file>.partial. By default (skip existing) the same command continues from them.")
     # --- generation -----------------------------------------------------------------
     max_new_tokens: int = _flag(128, "Tokens to generate; -1: until the end of turn, bounded by --max_length.")
     max_length: int = _flag(512, "Maximum prompt length in tokens.")
@@ -272,6 +359,10 @@ class EvalConfig(Validated):
     startswith: bool = _flag(False, "Also report the rate of generations that start with the gold answer.")
     spider_path: str = _flag("", "Directory of the Spider databases: <spider_path>/<db_id>/<db_id>.sqlite.")
     sql_timeout: float = _flag(10.0, "Seconds a Spider query may run before it counts as wrong.")
+    regex_timeout: float = _flag(5.0, "Seconds the regex equivalence check may spend on one pair; an "
+                                      "undecided pair counts as wrong and is counted in the summary.")
+    regex_max_states: int = _flag(20000, "State pairs the regex equivalence check may explore for one "
+                                         "pair before it gives up (undecided, counted as wrong).")
     split_tune_untune: bool = _flag(False, "Published flag: scoring and the correct/wrong split of the "
                                            "similarity report are always on here.")
     paper_compat: bool = _flag(False, "Reproduce the published generation and scoring, defects included.")
@@ -280,7 +371,8 @@ class EvalConfig(Validated):
     similarity: bool = _flag(False, "Report cos(Enc(Text), Enc(Code)) for correct and wrong examples.")
     embedding_layer: int = _flag(-1, "Hidden-state layer of the embeddings.")
     embedding_pooling: str = _flag("last", "Pooling of a view's hidden states.", POOLINGS)
-    start_index: int = _flag(1, "Published flag (must be 1).")
+    start_index: int = _flag(1, "Published flag (must be 1); an interrupted evaluation continues by itself "
+                                "(see --no_skip_existing).")
     t_sne: bool = _flag(False, "Write the embeddings (pickle) and a t-SNE scatter plot (PNG).")
     t_sne_type: str | None = _flag(None, "What the t-SNE plot shows.", TSNE_TYPES)
     debug: int = _flag(0, "Any value > 0 logs at DEBUG level.")
@@ -302,10 +394,11 @@ class EvalConfig(Validated):
         if self.max_new_tokens == 0 or self.max_new_tokens < -1:
             out.append(f"--max_new_tokens must be positive or -1, got {self.max_new_tokens}")
         if self.start_index != 1:
-            out.append("--start_index must be 1 (as published)")
-        if not 0.0 < self.test_size < 1.0:
-            out.append(f"--test_size must be in (0, 1), got {self.test_size}")
-        return out
+            out.append("--start_index must be 1 (as published); to continue an interrupted evaluation, "
+                       "rerun the same command")
+        if self.regex_max_states < 1:
+            out.append(f"--regex_max_states must be at least 1, got {self.regex_max_states}")
+        return out + _float_problems(self, _EVAL_FLOAT_RANGES)
 
 
 

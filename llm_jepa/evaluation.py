@@ -30,7 +30,7 @@ import torch
 from . import data as D
 from .config import ConfigError, EvalConfig, parse_eval_args
 from .datasets import DatasetInfo, resolve_dataset
-from .families import Family, family_for
+from .families import Family
 from .models import sha256_of
 
 logger = logging.getLogger("llm_jepa")

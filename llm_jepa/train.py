@@ -13,16 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import data as D
 from .collate import PackCollator, PadCollator
-from .config import TrainConfig, parse_args
+from .config import ConfigError, TrainConfig, parse_args
 from .datasets import dataset_for_path
 from .families import Family, family_for
 from .flops import ProfilerFLOPCallback
 from .losses import jepa_loss_name
+from .models import resolve_model_name
 from .modeling import TORCH_DTYPES, add_lora, load_model, merged_for_saving, parameter_dtype, resolve_dtype
-from .outputs import output_dir_action, prepare_output_dir, write_run_config
+from .outputs import (OutputDirError, finished_steps, output_dir_action, prepare_output_dir,
+                      resume_checkpoint, write_checkpoint_marker, write_run_config)
 from .tokenization import TokenizerSetup, setup_tokenizer
 from .trainer import JepaSettings, JepaTrainer
 
@@ -107,18 +111,21 @@ def load_splits(cfg: TrainConfig, family: Family, tsetup: TokenizerSetup, offset
         return D.tokenize_examples(rows, renderer, vtok, with_views, name=name)
 
     if cfg.data_file:
-        rows = D.read_examples(cfg.data_file, view_options(cfg, cfg.data_file, 0).use_view_fields)
+        rows = D.read_examples(cfg.data_file, view_options(cfg, cfg.data_file, 0).use_view_fields,
+                               require_answer=True)
         train_idx, eval_idx = split_indices(len(rows), cfg.eval_split, cfg.split_seed)
         feats, stats = featurize(cfg.data_file, rows, cfg.predictors, "data")
         train = [feats[i] for i in train_idx]
         evals = [feats[i] for i in eval_idx] if eval_idx else None
         return Splits(train, evals, {"data": stats.__dict__})
-    rows = D.read_examples(cfg.train_file, view_options(cfg, cfg.train_file, 0).use_view_fields)
+    rows = D.read_examples(cfg.train_file, view_options(cfg, cfg.train_file, 0).use_view_fields,
+                           require_answer=True)
     train, stats = featurize(cfg.train_file, rows, cfg.predictors, "train")
     out = {"train": stats.__dict__}
     evals = None
     if cfg.eval_file:
-        erows = D.read_examples(cfg.eval_file, view_options(cfg, cfg.eval_file, 0).use_view_fields)
+        erows = D.read_examples(cfg.eval_file, view_options(cfg, cfg.eval_file, 0).use_view_fields,
+                                require_answer=True)
         # The published eval set was built without predictor tokens.
         evals, estats = featurize(cfg.eval_file, erows, 0 if cfg.paper_compat else cfg.predictors, "eval")
         out["eval"] = estats.__dict__
@@ -190,7 +197,85 @@ def schedule(cfg: TrainConfig, train: list[dict], world: int) -> tuple[int, int]
     return max(1, save_steps), epochs
 
 
-def fsdp_config(cfg: TrainConfig) -> dict | None:
+def planned_steps(cfg: TrainConfig, n_train: int, world: int, epochs: int) -> int:
+    """The optimizer step this command trains to, counted as the Trainer counts it:
+    --max_steps, else epochs x ceil(batches per rank / grad_accum) (incomplete batches dropped)."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    batches = (n_train // cfg.batch_size) // world
+    return math.ceil(epochs * max(math.ceil(batches / cfg.grad_accum), 1))
+
+
+# The share of the available memory a run may plan to fill: the estimate below leaves out the
+# Python process, the data and the allocator's slack.
+MEMORY_HEADROOM = 0.75
+
+
+def use_gradient_checkpointing(cfg: TrainConfig, model_dir: str | None = None, feats: list[dict] | None = None) -> bool:
+    """--gradient_checkpointing resolved. Given on the command line: as given. auto: on under
+    --paper_compat (the published default) and on a CUDA GPU, where memory, not compute, is
+    what runs out; on a CPU only when the estimated training memory of this model and data
+    would not fit. Recomputing the forward costs about a third more compute, which a model
+    that fits never needs: SmolLM2-135M on a 2-core CPU, batch 8 of synth, trained a regular
+    step in 0.80x and a packed JEPA step in 0.94x the time with it off (bench/real_model.py)."""
+    if cfg.gradient_checkpointing is not None:
+        return cfg.gradient_checkpointing
+    if cfg.paper_compat or torch.cuda.is_available() or model_dir is None or not feats:
+        return True
+    shape = model_shape(model_dir)
+    if shape is None:  # an architecture we cannot size: the published default
+        return True
+    keys = ("input_ids",) if cfg.regular else ("input_ids", "text_input_ids", "code_input_ids")
+    views, longest = len(keys), max(len(f[k]) for f in feats for k in keys)
+    need = training_memory_bytes(shape, tokens=cfg.batch_size * views * longest,
+                                 logits=cfg.batch_size * max(len(f["input_ids"]) for f in feats), lora=cfg.lora)
+    have = available_memory_bytes() / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    on = need > MEMORY_HEADROOM * have
+    logger.info("activation checkpointing %s (auto: training needs about %.1f GB of the %.1f GB available)",
+                "on" if on else "off", need / 1e9, have / 1e9)
+    return on
+
+
+def model_shape(model_dir: str) -> dict | None:
+    """Parameter count and the sizes the activation estimate needs, from the model's config
+    (the model is built on the meta device: no memory, no weights read); None if unknown."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+        with torch.device("meta"):
+            params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+        return {"params": params, "hidden": config.hidden_size, "intermediate": config.intermediate_size,
+                "layers": config.num_hidden_layers, "vocab": config.vocab_size}
+    except Exception:  # remote code (OpenELM), other config names
+        return None
+
+
+def training_memory_bytes(shape: dict, tokens: int, logits: int, lora: bool = False) -> int:
+    """Bytes one fp32 training process holds at its peak, without activation checkpointing:
+
+    weights 4 B per parameter, plus gradient and AdamW's two moments (12 B) per trained one
+    (LoRA: adapters only, counted as none); per token and layer 4 B x (20 hidden + 6
+    intermediate) saved for backward (what autograd saved for SmolLM2-135M with sdpa:
+    2.4 MB per token over 30 layers, bench/real_model.py); per logit 8 B x vocabulary (the
+    logits and their log-softmax)."""
+    state = shape["params"] * (4 if lora else 16)
+    per_token = 4 * (20 * shape["hidden"] + 6 * shape["intermediate"]) * shape["layers"]
+    return state + tokens * per_token + logits * 8 * shape["vocab"]
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable of /proc/meminfo (Linux), else the physical memory."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def fsdp_config(cfg: TrainConfig, checkpointing: bool) -> dict | None:
     """The Trainer's FSDP2 settings from --fsdp ('full_shard auto_wrap', 'shard_grad_op', 'offload').
 
     Decoder layers are the wrapped units (transformers takes their class from the model's
@@ -202,11 +287,17 @@ def fsdp_config(cfg: TrainConfig) -> dict | None:
     words = cfg.fsdp.split()
     return {"version": 2, "reshard_after_forward": "shard_grad_op" not in words,
             "cpu_offload": "offload" in words, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-            "activation_checkpointing": cfg.gradient_checkpointing, "state_dict_type": "FULL_STATE_DICT"}
+            "activation_checkpointing": checkpointing, "state_dict_type": "FULL_STATE_DICT"}
 
 
-def training_arguments(cfg: TrainConfig, out: str, compute: str, save_steps: int, epochs: int, has_eval: bool):
+def training_arguments(cfg: TrainConfig, out: str, compute: str, save_steps: int, epochs: int, has_eval: bool,
+                       checkpointing: bool | None = None):
+    """checkpointing: activation checkpointing as resolved by `use_gradient_checkpointing`
+    (None: resolved here, without the model and data, so auto means on)."""
     from transformers import TrainingArguments
+
+    if checkpointing is None:
+        checkpointing = use_gradient_checkpointing(cfg)
 
     on_gpu = torch.cuda.is_available()
     ckpt_kwargs = None if cfg.paper_compat else {"use_reentrant": False}
@@ -225,10 +316,10 @@ def training_arguments(cfg: TrainConfig, out: str, compute: str, save_steps: int
         logging_steps=cfg.eval_steps,
         bf16=compute == "bf16",
         fp16=compute == "fp16",
-        activation_checkpointing=cfg.gradient_checkpointing and not cfg.fsdp,
+        activation_checkpointing=checkpointing and not cfg.fsdp,
         activation_checkpointing_kwargs=ckpt_kwargs,
         fsdp=bool(cfg.fsdp),
-        fsdp_config=fsdp_config(cfg),
+        fsdp_config=fsdp_config(cfg, checkpointing),
         dataloader_drop_last=True,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
@@ -246,20 +337,29 @@ def training_arguments(cfg: TrainConfig, out: str, compute: str, save_steps: int
 # the run
 # --------------------------------------------------------------------------------------
 def main(argv=None, defaults: dict | None = None) -> int:
-    cfg = parse_args(argv, defaults)
+    cfg = parse_args(argv, defaults, check_inputs=True)
     setup_logging(cfg.debug > 0)
     setup_cpu_numerics()
-    run(cfg)
+    try:
+        run(cfg)
+    except (ConfigError, D.DataError, OutputDirError) as err:  # bad input: one message, no traceback
+        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
-def run(cfg: TrainConfig) -> JepaTrainer:
-    """Train and save; returns the trainer (its model is the trained one)."""
-    family = detect_family(cfg.model_name)
+def run(cfg: TrainConfig) -> JepaTrainer | None:
+    """Train and save; returns the trainer (its model is the trained one), or None when
+    --resume_from_checkpoint finds the run already finished (nothing is loaded or written)."""
+    cfg.validate(check_inputs=True)  # input files and model path, before anything loads
+    # A short name (smollm2-135m-instruct) loads from its converted folder, fetched on first
+    # use; cfg keeps the name as given, for run_config.json and the report's labels.
+    model_dir = resolve_model_name(cfg.model_name)
+    family = detect_family(model_dir)
     compute = resolve_dtype(cfg.dtype)
     if cfg.fsdp and not torch.cuda.is_available():
         logger.warning("--fsdp needs GPUs: accelerate does not shard on CPU, so this run is plain DDP")
-    tsetup = setup_tokenizer(cfg.model_name, family, override=cfg.tokenizer_name,
+    tsetup = setup_tokenizer(model_dir, family, override=cfg.tokenizer_name and resolve_model_name(cfg.tokenizer_name),
                              paper_compat=cfg.paper_compat, date_string=cfg.date_string)
     offset = resolve_last_token(cfg, family)
     logger.info("family %s, compute dtype %s, last_token %s, template date %s", family.name, compute,
@@ -268,13 +368,16 @@ def run(cfg: TrainConfig) -> JepaTrainer:
     save_steps, epochs = schedule(cfg, splits.train, world_size())
     if cfg.same_flop:
         logger.info("--same_flop: a checkpoint every %d steps, %d epochs", save_steps, epochs)
+    checkpointing = use_gradient_checkpointing(cfg, model_dir, splits.train)
     args = training_arguments(cfg, os.path.abspath(cfg.output_dir), compute, save_steps, epochs,
-                              splits.eval is not None)
-    resume = _resume_path(cfg)
+                              splits.eval is not None, checkpointing)
     out = Path(cfg.output_dir).resolve()
     # Every rank checks (a refusal stops them all), nobody acts before all have checked,
     # then rank 0 prepares the directory while the others wait.
-    output_dir_action(out, overwrite=cfg.overwrite_output_dir, resume=bool(resume))
+    output_dir_action(out, overwrite=cfg.overwrite_output_dir, resume=bool(cfg.resume_from_checkpoint))
+    if _already_finished(cfg, out, planned_steps(cfg, len(splits.train), args.world_size, epochs)):
+        return None
+    resume = resume_checkpoint(cfg.resume_from_checkpoint, out)
     if args.world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
     with args.main_process_first(desc="output directory"):
@@ -289,15 +392,35 @@ def run(cfg: TrainConfig) -> JepaTrainer:
             "date_string": tsetup.date_string, "fallback_chat_template": tsetup.fallback_template,
             "layout": cfg.layout, "jepa_loss": jepa_loss_name(cfg.jepa_l2, cfg.jepa_mse, cfg.infonce),
             "new_tokens": tsetup.new_tokens, "tokenize_stats": splits.stats, "save_steps": save_steps,
-            "num_epochs": epochs, "global_steps": trainer.state.global_step, "world_size": args.world_size})
+            "num_epochs": epochs, "global_steps": trainer.state.global_step, "world_size": args.world_size,
+            "gradient_checkpointing": checkpointing})
         logger.info("Training completed; model saved to %s", out)
     return trainer
 
 
-def _resume_path(cfg: TrainConfig) -> str | bool | None:
-    if not cfg.resume_from_checkpoint:
-        return None
-    return True if cfg.resume_from_checkpoint == "last" else cfg.resume_from_checkpoint
+def _already_finished(cfg: TrainConfig, out: Path, target: int) -> bool:
+    """Resuming a run that already reached the step this command trains to does nothing:
+    resuming its last checkpoint would retrain steps and overwrite the final model."""
+    done = finished_steps(out) if cfg.resume_from_checkpoint else None
+    if done is None or done < target:
+        return False
+    if is_rank0():
+        logger.info("--resume_from_checkpoint: %s holds a finished run (%d optimizer steps; this command "
+                    "trains to step %d): nothing to do. Raise --max_steps or --num_epochs to train further.",
+                    out, done, target)
+    return True
+
+
+class CheckpointCompleteCallback(TrainerCallback):
+    """Marks each checkpoint complete once every rank has written its part, so that
+    --resume_from_checkpoint last can tell it from one cut short by a kill (outputs.py)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # other ranks write their RNG state (and FSDP shards)
+        ckpt = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and ckpt.is_dir():
+            write_checkpoint_marker(ckpt, state.global_step)
 
 
 def make_collator(cfg: TrainConfig, pad_id: int, tokenizer_padding_side: str):
@@ -320,7 +443,7 @@ def make_collator(cfg: TrainConfig, pad_id: int, tokenizer_padding_side: str):
 def build_trainer(cfg, family, tsetup, splits, args, compute, offset) -> JepaTrainer:
     tok = tsetup.tokenizer
     attn = family.large_model_attn if cfg.attn_implementation == "family" else cfg.attn_implementation
-    model = load_model(cfg.model_name, family, dtype=parameter_dtype(compute, cfg.paper_compat),
+    model = load_model(resolve_model_name(cfg.model_name), family, dtype=parameter_dtype(compute, cfg.paper_compat),
                        attn_implementation=attn, pretrain=cfg.pretrain,
                        seed=cfg.finetune_seed, vocab_size=len(tok) if tsetup.new_tokens else None,
                        exact_resize=cfg.paper_compat)
@@ -335,7 +458,7 @@ def build_trainer(cfg, family, tsetup, splits, args, compute, offset) -> JepaTra
         gamma=cfg.gamma, jepa_ratio=cfg.jepa_ratio, paper_compat=cfg.paper_compat, max_length=cfg.max_length,
         pad_id=tok.pad_token_id, compute_dtype=TORCH_DTYPES[compute], full_offset=offset,
         seed=cfg.finetune_seed, debug_dump=cfg.debug > 0)
-    callbacks = [ProfilerFLOPCallback()] if cfg.track_flop else []
+    callbacks = [CheckpointCompleteCallback()] + ([ProfilerFLOPCallback()] if cfg.track_flop else [])
     return JepaTrainer(model=model, args=args, train_dataset=ListDataset(splits.train),
                        eval_dataset=ListDataset(splits.eval) if splits.eval else None,
                        processing_class=tok, data_collator=collator, callbacks=callbacks, jepa=settings)

@@ -5,11 +5,9 @@ way finetune8bh200.py's configuration does (one unit per decoder layer, then the
 checks that JepaTrainer.compute_loss gives the same losses and trains under it.
 """
 import json
-import os
 import sys
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -15,7 +15,6 @@ from llm_jepa import losses, masks
 from llm_jepa.collate import PadCollator
 from llm_jepa.families import family_for
 from llm_jepa.tiny import save_tiny_model, tiny_config
-from llm_jepa.tokenization import setup_tokenizer
 from llm_jepa.train import run
 from llm_jepa.config import parse_args
 from llm_jepa.trainer import forward_layout, shifted_targets

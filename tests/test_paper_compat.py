@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import real_tokenizer, synthetic_rows, write_jsonl
+from conftest import synthetic_rows, write_jsonl
 from llm_jepa import data as D
 from llm_jepa import train as T
 from llm_jepa.collate import PadCollator
