@@ -346,7 +346,7 @@ PEAK_SCRIPT = """
     # VmHWM, this process's own peak: ru_maxrss would start from the parent's RSS at fork
     # (it is kept across execve), which in a long pytest run is over 1 GB by itself.
     status = open("/proc/self/status").read()
-    peak_kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+    peak_kib = int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
     print(json.dumps({"reasons": reasons, "peak_mib": peak_kib / 1024}))
 """
 
