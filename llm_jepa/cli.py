@@ -1,33 +1,40 @@
-"""What the `python -m llm_jepa.<tool>` entry points share: progress lines on stderr."""
+"""Logging for the entry points: progress lines on the process's current stdout or stderr."""
 from __future__ import annotations
 
 import logging
 import sys
 
 
-class _CurrentStderr(logging.StreamHandler):
-    """A handler that writes to sys.stderr as it is when a record is logged, not as it was
-    when the handler was made: a caller that swaps sys.stderr (pytest's capture, a
-    notebook) would otherwise leave the handler writing to a closed stream."""
+class CurrentStreamHandler(logging.StreamHandler):
+    """A handler that writes to sys.stdout or sys.stderr as it is when a record is logged,
+    not as it was when the handler was made: a caller that swaps the stream (pytest's
+    capture, a notebook) would otherwise leave the handler writing to a closed file."""
 
-    def __init__(self):
-        super().__init__(sys.stderr)
+    def __init__(self, name: str = "stderr"):
+        self._stream_name = name
+        super().__init__(getattr(sys, name))
 
     @property
     def stream(self):
-        return sys.stderr
+        return getattr(sys, self._stream_name)
 
     @stream.setter
     def stream(self, _value):
         pass
 
 
-def progress_logging() -> None:
-    """Our progress lines on stderr (stdout stays for results that scripts read); third-party
-    loggers keep their own settings (a root handler would print the hub's retry warnings twice)."""
+def package_logging(stream: str = "stderr", level: int = logging.INFO) -> None:
+    """The package's log lines, "%(message)s", on the current `stream` at `level`, printed
+    once: this replaces the package logger's handlers and does not propagate to the root
+    (third-party loggers keep their own settings; a root handler would print lines twice)."""
+    handler = CurrentStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("llm_jepa")
-    if not any(isinstance(h, _CurrentStderr) for h in log.handlers):
-        handler = _CurrentStderr()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def progress_logging() -> None:
+    """Progress lines on stderr: stdout stays for the results that scripts read."""
+    package_logging("stderr")

@@ -18,6 +18,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import data as D
 from .collate import PackCollator, PadCollator
+from .cli import package_logging
 from .config import ConfigError, TrainConfig, parse_args
 from .datasets import dataset_for_path
 from .families import Family, family_for
@@ -51,12 +52,7 @@ def setup_cpu_numerics() -> None:
 def setup_logging(debug: bool) -> None:
     """INFO (DEBUG with --debug) on rank 0, warnings only elsewhere; messages on stdout."""
     level = (logging.DEBUG if debug else logging.INFO) if is_rank0() else logging.WARNING
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("llm_jepa")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    package_logging("stdout", level)
     import transformers
     transformers.logging.set_verbosity_warning() if is_rank0() else transformers.logging.set_verbosity_error()
 

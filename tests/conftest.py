@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -117,3 +118,14 @@ def real_tokenizer(folder: str):
     path = needs_shared("tokenizers", folder)
     family = family_for(folder)
     return setup_tokenizer(str(path), family), family
+
+
+@pytest.fixture(autouse=True)
+def _restore_package_logger():
+    """The entry points set the package logger's handlers, level and propagation (for the
+    process they run in); put them back after each test, so that no test depends on which
+    entry point an earlier test happened to call."""
+    log = logging.getLogger("llm_jepa")
+    saved = (list(log.handlers), log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved
