@@ -62,7 +62,8 @@ class TrainConfig(Validated):
     pretrain: bool = _flag(False, "Start from random weights (the model's config, seeded).")
     lora: bool = _flag(False, "Train LoRA adapters instead of all weights; merged when saved.")
     lora_rank: int = _flag(16, "LoRA rank r (alpha = 2r, dropout 0.1).")
-    dtype: str = _flag("auto", "Compute dtype. auto: bf16 on a CUDA GPU that supports it, else fp32.", DTYPES)
+    dtype: str = _flag("auto", "Compute dtype. auto: bf16 on a CUDA GPU that supports it and on a CPU with "
+                               "native bf16 matmuls (AVX512-BF16, AMX), else fp32.", DTYPES)
     attn_implementation: str | None = _flag(
         None, "Attention kernel passed to the model (sdpa, eager, flash_attention_2, flex_attention); "
               "'family': the family table's choice for large models (eager for Gemma), else the default.")
@@ -97,7 +98,8 @@ class TrainConfig(Validated):
         True, "Pack the Full, Text and Code views of a batch padding-free into a few rows (default JEPA "
               "layout). --no-packing: the 3-pass layout, [Full; Text; Code] as 3B padded rows.")
     packing_budget: int = _flag(
-        0, "Tokens per packed row. 0: the longest view of the batch (one row with flash attention).")
+        0, "Tokens per packed row. 0: automatic, per batch: the width from 1x to 3x the longest view "
+           "that computes the fewest padded tokens (one row with flash attention).")
     predictors: int = _flag(0, "Number k of <|predictor_i|> tokens appended to Text (0-10).")
     lbd: float = _flag(0.1, "Weight of the JEPA loss.")
     gamma: float = _flag(1.0, "Weight of the LM loss.")

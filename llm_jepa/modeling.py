@@ -16,13 +16,28 @@ logger = logging.getLogger(__name__)
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def resolve_dtype(name: str) -> str:
-    """'auto' -> bf16 on a CUDA GPU that supports it, fp16 on an older GPU, fp32 on CPU."""
+def resolve_dtype(name: str, training: bool = False) -> str:
+    """'auto' -> bf16 on a CUDA GPU that supports it, fp16 on an older GPU. On a CPU: fp32,
+    except for training (bf16 autocast over fp32 weights) on a CPU with native bf16 matmuls,
+    where they run twice as fast as fp32 (AVX512-BF16: 410 against 191 GFLOP/s on the
+    development machine's 2 cores; a SmolLM2-135M step 1.5-1.6x faster, bench/real_model.py).
+    Generation stays fp32 on a CPU: its greedy choices would change with the precision."""
     if name != "auto":
         return name
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    return "bf16" if training and cpu_has_bf16_matmul() else "fp32"
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX), from /proc/cpuinfo;
+    False where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def parameter_dtype(compute: str, paper_compat: bool) -> torch.dtype:

@@ -352,7 +352,7 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
     # use; cfg keeps the name as given, for run_config.json and the report's labels.
     model_dir = resolve_model_name(cfg.model_name)
     family = detect_family(model_dir)
-    compute = resolve_dtype(cfg.dtype)
+    compute = resolve_dtype(cfg.dtype, training=not cfg.paper_compat)
     if cfg.fsdp and not torch.cuda.is_available():
         logger.warning("--fsdp needs GPUs: accelerate does not shard on CPU, so this run is plain DDP")
     tsetup = setup_tokenizer(model_dir, family, override=cfg.tokenizer_name and resolve_model_name(cfg.tokenizer_name),

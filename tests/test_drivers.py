@@ -104,3 +104,32 @@ def test_spider_path_defaults_to_the_databases_beside_data_dir(tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == f"{tmp_path}/spider_data/database"
     proc = bash("-c", "source ./run.sh; spider_path", env=spider_env(tmp_path, SPIDER_PATH=str(tmp_path / "x")))
     assert proc.returncode == 2 and f"in {tmp_path}/x;" in proc.stderr
+
+
+def test_demo_with_a_pretrained_model_fine_tunes_it(tmp_path, tiny_llama):
+    from llm_jepa.modeling import cpu_has_bf16_matmul
+
+    """`--model`: the given model is fine-tuned (no --pretrain, the compute dtype left to
+    auto) instead of a tiny one trained from scratch; the pretrained preset applies."""
+    proc = subprocess.run([sys.executable, "-m", "llm_jepa.demo", "--out", str(tmp_path / "demo"), "--model",
+                           str(tiny_llama), "--n_train", "24", "--n_test", "8"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"expected duration: about \d+ minutes", proc.stdout + proc.stderr)
+    assert f"{tiny_llama} fine-tuned on 24 generated NL-to-regex pairs, 1 epoch," in proc.stdout
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert results["args"]["learning_rate"] == 1e-4 and results["args"]["batch_size"] == 8
+    for method in ("regular", "jepa"):
+        record = json.loads((tmp_path / "demo" / method / "run_config.json").read_text())
+        assert record["config"]["pretrain"] is False and record["config"]["model_name"] == str(tiny_llama)
+        assert record["config"]["dtype"] == "auto"
+        assert record["compute_dtype"] == ("bf16" if cpu_has_bf16_matmul() else "fp32")
+    assert not (tmp_path / "demo" / "base").exists()
+
+
+def test_demo_presets():
+    from llm_jepa.demo import PRESETS, parse
+
+    assert {k: getattr(parse([]), k) for k in PRESETS["scratch"]} == PRESETS["scratch"]
+    pretrained = parse(["--model", "smollm2-135m-instruct", "--epochs", "2"])
+    assert pretrained.epochs == 2 and pretrained.n_train == PRESETS["pretrained"]["n_train"]

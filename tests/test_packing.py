@@ -10,7 +10,7 @@ import torch
 from conftest import assert_same_up_to_rounding as same, example, synthetic_rows
 from llm_jepa import data as D
 from llm_jepa import losses, masks
-from llm_jepa.collate import PackCollator, PadCollator, pack_segments
+from llm_jepa.collate import PackCollator, PadCollator, pack_segments, row_budget
 from llm_jepa.families import family_for
 from llm_jepa.tiny import tiny_config
 from llm_jepa.trainer import forward_layout, shifted_targets
@@ -35,10 +35,10 @@ def features(tokenizer, kind="llama", n=5, predictors=1):
 
 def test_pack_collator_is_padding_free(tiny_tokenizer):
     feats = features(tiny_tokenizer, predictors=0)
-    batch = PackCollator(tiny_tokenizer.pad_token_id)(feats)
+    longest = max(len(f[k]) for f in feats for k in ("input_ids", "text_input_ids", "code_input_ids"))
+    batch = PackCollator(tiny_tokenizer.pad_token_id, budget=longest)(feats)
     ids, pos, labels = batch["packed_input_ids"], batch["packed_position_ids"], batch["packed_labels"]
     total = sum(len(f["input_ids"]) + len(f["text_input_ids"]) + len(f["code_input_ids"]) for f in feats)
-    longest = max(len(f[k]) for f in feats for k in ("input_ids", "text_input_ids", "code_input_ids"))
     assert ids.shape[1] == longest
     # first-fit decreasing uses at most 11/9 of the optimal number of rows, plus one (and a
     # row per Full view at least)
@@ -55,6 +55,28 @@ def test_pack_collator_is_padding_free(tiny_tokenizer):
     for r in range(ids.shape[0]):
         if (labels[r] != -100).any():
             assert labels[r, -1] != -100
+
+
+def test_automatic_budget_packs_views_that_rows_of_the_longest_would_leave_alone():
+    # Text and Code each over half the Full view (a chat template that repeats a system
+    # prompt in every view): rows of the longest segment hold one view each.
+    lengths = [62, 40, 35] * 7 + [58, 38, 33]   # 1088 real tokens, as in a batch of 8 of synth
+    fulls = frozenset(range(0, len(lengths), 3))
+    assert len(pack_segments(lengths, 62, fulls)) == 24   # 24 x 62 = 1488 computed tokens
+    budget = row_budget(lengths, fulls)
+    rows = pack_segments(lengths, budget, fulls)
+    width = max(sum(lengths[s] for s in row) for row in rows)
+    assert (budget, len(rows), width) == (155, 8, 142)     # 8 x 142 = 1136: 4% padding, not 27%
+    # every segment placed once, at most one Full view per row
+    assert sorted(s for row in rows for s in row) == list(range(len(lengths)))
+    assert all(sum(s in fulls for s in row) <= 1 for row in rows)
+
+
+def test_automatic_budget_keeps_rows_short_when_nothing_packs_better():
+    lengths = [100, 100, 100, 100]   # one Full, three others: no width packs without padding
+    assert row_budget(lengths, frozenset({0})) == 100
+    # attention grows with the width: an equal padded area prefers the narrower rows
+    assert row_budget([50, 50, 50, 50], frozenset()) == 50
 
 
 def model_for(kind, tokenizer, lora: bool):
