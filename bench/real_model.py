@@ -48,7 +48,7 @@ from train_step import analytic_flops, floor_ratio, load_rows, make_case, real_t
 
 from llm_jepa import data as D  # noqa: E402
 from llm_jepa import generation as G  # noqa: E402
-from llm_jepa.modeling import find_decoder, load_model, parameter_counts  # noqa: E402
+from llm_jepa.modeling import find_decoder, load_model, parameter_counts, resolve_dtype  # noqa: E402
 from llm_jepa.models import resolve_model_name  # noqa: E402
 from llm_jepa.tokenization import setup_tokenizer  # noqa: E402
 from llm_jepa.train import detect_family  # noqa: E402
@@ -83,14 +83,19 @@ def linear_weights(layer: torch.nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in layer.modules() if isinstance(m, torch.nn.Linear)]
 
 
+# The dtype the matmuls of a step run in (autocast casts the Linear inputs and weights).
+MATMUL_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 @torch.no_grad()
-def matmul_time(weights: list[torch.Tensor], m: int, backward: bool) -> tuple[float, float]:
+def matmul_time(weights: list[torch.Tensor], m: int, backward: bool, dtype=torch.float32) -> tuple[float, float]:
     """(seconds, FLOPs) of the products a Linear does for m tokens, for each weight in turn:
-    x W^T, and with `backward` also g W (input gradient) and g^T x (weight gradient)."""
+    x W^T, and with `backward` also g W (input gradient) and g^T x (weight gradient), in `dtype`."""
     seconds = flops = 0.0
     for w in weights:
         out_f, in_f = w.shape
-        x, g = torch.randn(m, in_f), torch.randn(m, out_f)
+        w = w.to(dtype)
+        x, g = torch.randn(m, in_f, dtype=dtype), torch.randn(m, out_f, dtype=dtype)
         products = [(x, w.t())] + ([(g, w), (g.t(), x)] if backward else [])
         for a, b in products:
             t0 = time.perf_counter()
@@ -100,7 +105,7 @@ def matmul_time(weights: list[torch.Tensor], m: int, backward: bool) -> tuple[fl
     return seconds, flops
 
 
-def training_matmul(model, tokens: int, logits: int, sample: int = 3) -> tuple[float, float]:
+def training_matmul(model, tokens: int, logits: int, sample: int = 3, dtype=torch.float32) -> tuple[float, float]:
     """(seconds, FLOPs) of a training step's matmuls: `sample` decoder layers spread over the
     stack, scaled to all layers (at hundreds of tokens the products are compute-bound, so
     which layer's weights they use does not matter), plus the lm_head at `logits` rows."""
@@ -108,10 +113,11 @@ def training_matmul(model, tokens: int, logits: int, sample: int = 3) -> tuple[f
     picked = [layers[i * (len(layers) - 1) // max(sample - 1, 1)] for i in range(min(sample, len(layers)))]
     seconds = flops = 0.0
     for layer in picked:
-        s, f = matmul_time(linear_weights(layer), tokens, backward=True)
+        s, f = matmul_time(linear_weights(layer), tokens, backward=True, dtype=dtype)
         seconds, flops = seconds + s, flops + f
     scale = len(layers) / len(picked)
-    head_s, head_f = matmul_time([model.get_output_embeddings().weight], max(logits, 1), backward=True)
+    head_s, head_f = matmul_time([model.get_output_embeddings().weight], max(logits, 1), backward=True,
+                                 dtype=dtype)
     return seconds * scale + head_s, flops * scale + head_f
 
 
@@ -158,7 +164,7 @@ def train_rounds(args, model, tok, configs: dict) -> list[dict]:
     n_rounds = args.warmup + args.rounds
     rows = load_rows(Path(args.data) / "synth_train.jsonl", args.batch_size * n_rounds, seed=0)
     opts = SimpleNamespace(max_length=args.max_length, batch_size=args.batch_size, attn=args.attn,
-                           packing_budget=0, device="cpu", dtype="fp32")
+                           packing_budget=0, device="cpu", dtype=args.dtype)
     counts = parameter_counts(model)
     optimizer = TimedAdamW(model.parameters())
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,7 +186,8 @@ def train_rounds(args, model, tok, configs: dict) -> list[dict]:
             for name, (case, _) in cases.items():  # the ceiling, under this round's machine load
                 if r >= args.warmup:
                     last = runs[name][-1]
-                    last["mm_seconds"], last["mm_flops"] = training_matmul(model, last["tokens"], last["logits"])
+                    last["mm_seconds"], last["mm_flops"] = training_matmul(model, last["tokens"], last["logits"],
+                                                                           dtype=MATMUL_DTYPE[args.dtype])
             logger.info("round %d/%d done", r + 1, n_rounds)
         return [summarize(name, case, runs[name]) for name, (case, _) in cases.items()]
 
@@ -287,6 +294,9 @@ def main(argv=None) -> None:
     p.add_argument("--model", default="smollm2-135m-instruct", help="a short name or a model directory")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets"))
     p.add_argument("--attn", default="sdpa")
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="training compute dtype (auto: as finetune.py resolves it on this machine); "
+                        "generation runs in fp32, as evaluate.py does on a CPU")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_length", type=int, default=512)
     p.add_argument("--rounds", type=int, default=3, help="measured rounds (every configuration once each)")
@@ -299,6 +309,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    args.dtype = resolve_dtype(args.dtype, training=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -315,8 +326,8 @@ def main(argv=None) -> None:
     configs = {**CONFIGS, **(CHECKPOINTED if args.checkpointing else {})}
     rows = train_rounds(args, model, setup.tokenizer, configs)
     n_params = sum(t.numel() for t in model.parameters())
-    print(f"# {Path(model_dir).name} ({n_params / 1e6:.1f}M parameters, fp32, attention {args.attn}); CPU, "
-          f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads; batch {args.batch_size} of synth; "
+    print(f"# {Path(model_dir).name} ({n_params / 1e6:.1f}M parameters, fp32 weights; training compute "
+          f"{args.dtype}, generation fp32; attention {args.attn}); CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; batch {args.batch_size} of synth; "
           f"{args.rounds} measured rounds after {args.warmup} warm-up\n")
     print(training_table(rows))
     print()
