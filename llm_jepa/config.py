@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .objectives import ALIASES, DEFAULT, OBJECTIVES, objective_name
+
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
@@ -107,9 +109,12 @@ class TrainConfig(Validated):
         "auto", "Where the view embedding is read: 'auto' (the last content or predictor token, found "
                 "from the tokenizer), 'family' (the published per-family offset), or an integer offset "
                 "from the end of the view (published; default -1 under --paper_compat).")
-    jepa_l2: bool = _flag(False, "JEPA loss = mean L2 distance.")
-    jepa_mse: bool = _flag(False, "JEPA loss = mean squared error.")
-    infonce: bool = _flag(False, "JEPA loss = InfoNCE over the batch (temperature 0.07).")
+    jepa_loss: str = _flag(
+        "cosine", "The JEPA objective, by name in the objectives registry (llm_jepa/objectives.py): cosine "
+                  "(1 - cos), l2, mse, infonce, or one registered by your own code.")
+    jepa_l2: bool = _flag(False, "Published alias of --jepa_loss l2 (mean L2 distance).")
+    jepa_mse: bool = _flag(False, "Published alias of --jepa_loss mse (mean squared error).")
+    infonce: bool = _flag(False, "Published alias of --jepa_loss infonce (temperature 0.07).")
     front_pred: bool = _flag(False, "Put the predictor tokens in front of the Text content.")
     reverse_pred: bool = _flag(False, "Swap Text and Code: Code predicts Text.")
     jepa_ratio: float = _flag(-1.0, "Random JEPA-loss dropout: compute JEPA on this fraction r of steps, "
@@ -149,10 +154,7 @@ class TrainConfig(Validated):
         if self.data_file and self.eval_file:
             out.append("--eval_file cannot be used with --data_file (it is split by --eval_split)")
         out.extend(self._float_problems())
-        chosen = [n for n in ("jepa_l2", "jepa_mse", "infonce") if getattr(self, n)]
-        if len(chosen) > 1:
-            out.append("choose at most one of --jepa_l2, --jepa_mse, --infonce (got "
-                       + ", ".join("--" + n for n in chosen) + ")")
+        out.extend(self._objective_problems())
         if not 0 <= self.predictors <= 10:
             out.append(f"--predictors must be between 0 and 10, got {self.predictors}")
         if self.last_token not in ("auto", "family"):
@@ -177,6 +179,22 @@ class TrainConfig(Validated):
         if self.regular and self.additive_mask:
             out.append("--regular and --additive_mask exclude each other")
         return out
+
+    @property
+    def objective(self) -> str:
+        """The JEPA objective's name, with the published alias flags resolved."""
+        return objective_name(self.jepa_loss, {flag: getattr(self, flag) for flag in ALIASES})
+
+    def _objective_problems(self) -> list[str]:
+        aliases = [flag for flag in ALIASES if getattr(self, flag)]
+        if self.jepa_loss != DEFAULT:
+            aliases = ["jepa_loss " + self.jepa_loss] + [a for a in aliases if ALIASES[a] != self.jepa_loss]
+        if len(aliases) > 1:
+            return ["choose at most one of --jepa_loss, --jepa_l2, --jepa_mse, --infonce (got "
+                    + ", ".join("--" + a for a in aliases) + ")"]
+        if self.objective not in OBJECTIVES:
+            return [f"--jepa_loss {self.jepa_loss}: unknown objective; known: {', '.join(OBJECTIVES)}"]
+        return []
 
     def _float_problems(self) -> list[str]:
         return _float_problems(self, _FLOAT_RANGES)

@@ -31,14 +31,6 @@ def infonce_loss(t: torch.Tensor, c: torch.Tensor, temperature: float = INFONCE_
     return F.cross_entropy(logits, torch.arange(t.shape[0], device=t.device))
 
 
-JEPA_LOSSES = {"cosine": cosine_loss, "l2": l2_loss, "mse": mse_loss, "infonce": infonce_loss}
-
-
-def jepa_loss_name(jepa_l2: bool, jepa_mse: bool, infonce: bool) -> str:
-    """The variant chosen by the published flags (the config rejects more than one)."""
-    return "l2" if jepa_l2 else "mse" if jepa_mse else "infonce" if infonce else "cosine"
-
-
 def lm_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed next-token cross-entropy (in fp32) and the number of counted targets.
 

@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from .objectives import ALIASES, DEFAULT, objective_name
+
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".summary.json"
@@ -32,6 +34,9 @@ IGNORED_CONFIG_KEYS = {
     "finetune_seed", "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "train_file",
     "eval_file", "data_file", "tokenizer_name", "eval_steps", "track_flop", "debug",
     "attn_implementation", "gradient_checkpointing",
+    # shown in the label, as the resolved objective: the published alias flags and
+    # --jepa_loss name the same objectives
+    "jepa_loss", "jepa_l2", "jepa_mse", "infonce",
 }
 
 
@@ -145,9 +150,10 @@ def method_of(s: dict) -> tuple[str, str, tuple, float | None, bool]:
     lr = float(t.get("learning_rate", float("nan")))
     lora, additive = bool(t.get("lora")), bool(t.get("additive_mask"))
     ratio = float(t.get("jepa_ratio", -1.0))
+    objective = objective_name(str(t.get("jepa_loss", DEFAULT)), {flag: bool(t.get(flag)) for flag in ALIASES})
     extras = []
     if lora:
-        extras.append("LoRA")
+        extras.append(f"LoRA r={int(t.get('lora_rank', 16))}")
     if additive:
         extras.append("additive")
     if ratio > 0:
@@ -156,8 +162,10 @@ def method_of(s: dict) -> tuple[str, str, tuple, float | None, bool]:
         label = "regular (" + ", ".join([f"lr={_num(lr)}"] + extras) + ")"
         return label, "regular", (1, lr, lora), lr, lora
     lbd, k = float(t.get("lbd", float("nan"))), int(t.get("predictors", 0))
+    if objective != DEFAULT:
+        extras.insert(0, f"loss={objective}")
     label = "JEPA (" + ", ".join([f"lr={_num(lr)}", f"lbd={_num(lbd)}", f"k={k}"] + extras) + ")"
-    return label, "jepa", (2, lr, lbd, k, lora, additive, ratio), lr, lora
+    return label, "jepa", (2, lr, lbd, k, objective, lora, additive, ratio), lr, lora
 
 
 def _date(s: dict) -> datetime:

@@ -23,7 +23,6 @@ from .config import ConfigError, TrainConfig, parse_args
 from .datasets import dataset_for_path
 from .families import Family, family_for
 from .flops import ProfilerFLOPCallback
-from .losses import jepa_loss_name
 from .models import resolve_model_name
 from .modeling import TORCH_DTYPES, add_lora, load_model, merged_for_saving, parameter_dtype, resolve_dtype
 from .outputs import (OutputDirError, finished_steps, output_dir_action, prepare_output_dir,
@@ -386,7 +385,7 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
         write_run_config(out, cfg, {
             "family": family.name, "compute_dtype": compute, "last_token": "auto" if offset is None else offset,
             "date_string": tsetup.date_string, "fallback_chat_template": tsetup.fallback_template,
-            "layout": cfg.layout, "jepa_loss": jepa_loss_name(cfg.jepa_l2, cfg.jepa_mse, cfg.infonce),
+            "layout": cfg.layout, "jepa_loss": cfg.objective,
             "new_tokens": tsetup.new_tokens, "tokenize_stats": splits.stats, "save_steps": save_steps,
             "num_epochs": epochs, "global_steps": trainer.state.global_step, "world_size": args.world_size,
             "gradient_checkpointing": checkpointing})
@@ -450,7 +449,7 @@ def build_trainer(cfg, family, tsetup, splits, args, compute, offset) -> JepaTra
         raise ValueError("the published additive mask assumes right padding, but this tokenizer pads "
                          "left; drop --paper_compat (the default additive mask handles both)")
     settings = JepaSettings(
-        layout=cfg.layout, loss=jepa_loss_name(cfg.jepa_l2, cfg.jepa_mse, cfg.infonce), lbd=cfg.lbd,
+        layout=cfg.layout, loss=cfg.objective, lbd=cfg.lbd,
         gamma=cfg.gamma, jepa_ratio=cfg.jepa_ratio, paper_compat=cfg.paper_compat, max_length=cfg.max_length,
         pad_id=tok.pad_token_id, compute_dtype=TORCH_DTYPES[compute], full_offset=offset,
         seed=cfg.finetune_seed, debug_dump=cfg.debug > 0)

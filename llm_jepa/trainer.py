@@ -23,6 +23,7 @@ from transformers import Trainer
 from . import losses, masks
 from .flops import batch_flops
 from .modeling import find_decoder, parameter_counts
+from .objectives import MODULE_ATTR, Embeddings, attach_module, get_objective
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class JepaSettings:
     layout: str = "packed"             # regular | packed | 3pass | additive
-    loss: str = "cosine"               # cosine | l2 | mse | infonce
+    loss: str = "cosine"               # the objective's name in objectives.OBJECTIVES
     lbd: float = 0.1
     gamma: float = 1.0
     jepa_ratio: float = -1.0           # > 0: compute JEPA on this fraction of micro-batches
@@ -51,6 +52,11 @@ class JepaTrainer(Trainer):
     def __init__(self, *args, jepa: JepaSettings, **kwargs):
         super().__init__(*args, **kwargs)
         self.jepa = jepa
+        self.objective = get_objective(jepa.loss)
+        # The objective's own parameters, if any: attached to the model before the
+        # optimizer is built, so they train, checkpoint and save with it.
+        if jepa.layout != "regular":
+            attach_module(_causal_lm(self.model), self.objective, _causal_lm(self.model).config.hidden_size)
         # Default: the returned loss is already normalised over the accumulated batch.
         # Compat: leave the decision to the Trainer, as the published trainer did.
         self.loss_is_scaled_for_ga = None if jepa.paper_compat else True
@@ -90,7 +96,7 @@ class JepaTrainer(Trainer):
         return torch.rand(1, generator=self._dropout_rng).item() <= self.jepa.jepa_ratio
 
     def _layout(self, inputs: dict, use_jepa: bool) -> masks.Layout:
-        if not use_jepa:
+        if not use_jepa or not self.objective.views:  # an objective of the Full view alone
             return masks.full_only(inputs)
         if self.jepa.layout == "packed":
             return masks.packed(inputs)
@@ -119,9 +125,8 @@ class JepaTrainer(Trainer):
         return denom
 
     def _jepa_loss(self, hidden: torch.Tensor, layout: masks.Layout) -> torch.Tensor:
-        t = masks.gather_embeddings(hidden, layout.text_at)
-        c = masks.gather_embeddings(hidden, layout.code_at)
-        return losses.JEPA_LOSSES[self.jepa.loss](t, c)
+        module = getattr(_causal_lm(self.model), MODULE_ATTR, None)
+        return self.objective.loss(Embeddings(hidden, layout), module)
 
     def _check_finite(self, total, lm, jepa) -> None:
         if not torch.isfinite(total.detach()):

@@ -43,11 +43,7 @@ def test_infonce_loss():
     assert losses.infonce_loss(T, C).item() == pytest.approx(expected / 2, rel=1e-6)
 
 
-def test_loss_names_and_combine():
-    assert losses.jepa_loss_name(False, False, False) == "cosine"
-    assert losses.jepa_loss_name(True, False, False) == "l2"
-    assert losses.jepa_loss_name(False, True, False) == "mse"
-    assert losses.jepa_loss_name(False, False, True) == "infonce"
+def test_combine():
     assert losses.combine(torch.tensor(2.0), torch.tensor(0.5), gamma=1.0, lbd=0.1).item() == pytest.approx(2.05)
 
 

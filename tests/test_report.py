@@ -93,15 +93,24 @@ def test_variants_are_kept_apart(runs):
         write_summary(runs, f"synth_reglora_s{seed}", "synth", 0.55, train=training(True, seed, lora=True))
     write_summary(runs, "synth_add_s82", "synth", 0.7, train=training(False, 82, additive_mask=True))
     write_summary(runs, "synth_k4_s82", "synth", 0.7, train=training(False, 82, predictors=4))
+    # objectives: the published alias and the registry name are the same objective
+    write_summary(runs, "synth_infonce_s82", "synth", 0.5, train=training(False, 82, infonce=True))
+    write_summary(runs, "synth_infonce_s23", "synth", 0.5, train=training(False, 23, jepa_loss="infonce"))
+    write_summary(runs, "synth_l2_s82", "synth", 0.5, train=training(False, 82, jepa_loss="l2"))
+    write_summary(runs, "synth_lora8_s82", "synth", 0.6, train=training(False, 82, lora=True, lora_rank=8))
     groups = by_method(report.group(report.collect([runs])), "synth")
     assert groups[JEPA].n == 5 and groups[REG].n == 5
-    assert groups["JEPA (lr=2e-05, lbd=1.0, k=1, LoRA)"].n == 3
+    assert groups["JEPA (lr=2e-05, lbd=1.0, k=1, LoRA r=16)"].n == 3
+    assert groups["JEPA (lr=2e-05, lbd=1.0, k=1, LoRA r=8)"].n == 1
     assert groups["JEPA (lr=2e-05, lbd=1.0, k=1, LD=0.75)"].n == 3
-    assert groups["regular (lr=2e-05, LoRA)"].n == 3
+    assert groups["regular (lr=2e-05, LoRA r=16)"].n == 3
     assert groups["JEPA (lr=2e-05, lbd=1.0, k=1, additive)"].n == 1
     assert groups["JEPA (lr=2e-05, lbd=1.0, k=4)"].n == 1
+    assert groups["JEPA (lr=2e-05, lbd=1.0, k=1, loss=infonce)"].n == 2
+    assert groups["JEPA (lr=2e-05, lbd=1.0, k=1, loss=l2)"].n == 1
     # The LoRA JEPA row is compared with the LoRA regular row (same lr, same LoRA setting).
-    assert groups["JEPA (lr=2e-05, lbd=1.0, k=1, LoRA)"].baseline == "regular (lr=2e-05, LoRA)"
+    assert groups["JEPA (lr=2e-05, lbd=1.0, k=1, LoRA r=16)"].baseline == "regular (lr=2e-05, LoRA r=16)"
+    assert groups["JEPA (lr=2e-05, lbd=1.0, k=1, loss=infonce)"].baseline == REG
     assert groups[JEPA].baseline == REG
 
 

@@ -1,0 +1,109 @@
+"""The JEPA term's objectives: a registry.
+
+An objective is a name, a loss computed from what the layout's forward pass produced (the
+last hidden states and the layout's positions), the views it needs the layout to contain,
+and, optionally, a module with trainable parameters of its own (a learned predictor, say).
+The trainer knows nothing else about it: `--jepa_loss NAME` picks one, and adding an
+objective is one `register(...)` call here (or in a researcher's own module, imported
+before training), its tests and a line in the README.
+
+A module returned by `make_module(hidden_size)` is attached to the model as
+`model.jepa_objective` before the optimizer is built, so it is trained with the model, is
+part of every checkpoint (and so resumes with it), and is saved with the final model.
+
+The published flags --jepa_l2, --jepa_mse and --infonce remain as aliases.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from . import losses, masks
+
+# The attribute a module-carrying objective is attached under.
+MODULE_ATTR = "jepa_objective"
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """What an objective may read: the last hidden states of the layout's rows and the
+    layout itself (labels, the positions of each view's embedding token)."""
+    hidden: torch.Tensor          # [rows, width, d]
+    layout: masks.Layout
+
+    def text(self) -> torch.Tensor:
+        """Enc(Text): [B, d], the hidden state at the Text view's embedding token."""
+        return masks.gather_embeddings(self.hidden, self.layout.text_at)
+
+    def code(self) -> torch.Tensor:
+        """Enc(Code): [B, d], the hidden state at the Code view's embedding token."""
+        return masks.gather_embeddings(self.hidden, self.layout.code_at)
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    help: str
+    # loss(embeddings, module) -> scalar; module is None unless make_module is given
+    loss: Callable[[Embeddings, torch.nn.Module | None], torch.Tensor]
+    # The views besides Full that the layout must compute; () for an objective of the
+    # Full view alone (the layout then runs the Full rows only, with hidden states).
+    views: tuple[str, ...] = ("text", "code")
+    make_module: Callable[[int], torch.nn.Module] | None = None
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register(objective: Objective) -> Objective:
+    if objective.name in OBJECTIVES:
+        raise ValueError(f"objective {objective.name!r} is registered already")
+    unknown = set(objective.views) - {"text", "code"}
+    if unknown:
+        raise ValueError(f"objective {objective.name!r}: unknown views {sorted(unknown)}")
+    OBJECTIVES[objective.name] = objective
+    return objective
+
+
+def get_objective(name: str) -> Objective:
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"unknown JEPA objective {name!r}; known: {', '.join(OBJECTIVES)}") from None
+
+
+# The published boolean flags, each an alias of one objective.
+ALIASES = {"jepa_l2": "l2", "jepa_mse": "mse", "infonce": "infonce"}
+DEFAULT = "cosine"
+
+
+def objective_name(jepa_loss: str, aliases: dict[str, bool]) -> str:
+    """The objective a configuration selects: the alias flag that is set, else --jepa_loss
+    (the configuration refuses two different choices)."""
+    chosen = [ALIASES[flag] for flag, on in aliases.items() if on]
+    return chosen[0] if chosen else jepa_loss
+
+
+def attach_module(model: torch.nn.Module, objective: Objective, hidden_size: int) -> torch.nn.Module | None:
+    """The objective's own module on the model (trained, checkpointed and saved with it)."""
+    if objective.make_module is None:
+        return None
+    weight = next(model.parameters())
+    module = objective.make_module(hidden_size).to(device=weight.device, dtype=weight.dtype)
+    model.add_module(MODULE_ATTR, module)
+    return module
+
+
+def _pair(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+    return lambda e, _module: fn(e.text(), e.code())
+
+
+register(Objective("cosine", "1 - mean cos(Enc(Text), Enc(Code)) (the default)", _pair(losses.cosine_loss)))
+register(Objective("l2", "mean Euclidean distance between Enc(Text) and Enc(Code) (alias --jepa_l2)",
+                   _pair(losses.l2_loss)))
+register(Objective("mse", "mean squared error between Enc(Text) and Enc(Code) (alias --jepa_mse)",
+                   _pair(losses.mse_loss)))
+register(Objective("infonce", "InfoNCE over the batch, temperature 0.07 (alias --infonce)",
+                   _pair(losses.infonce_loss)))
