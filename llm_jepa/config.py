@@ -248,6 +248,19 @@ _FLOAT_RANGES = {
 }
 
 
+# Evaluation flags kept so that published command lines run, and what happens instead.
+IGNORED_EVAL_FLAGS = {
+    "temperature": "decoding is greedy",
+    "top_p": "decoding is greedy",
+    "top_k": "decoding is greedy",
+    "num_beams": "decoding is greedy, one beam",
+    "do_sample": "decoding is greedy",
+    "repetition_penalty": "no penalty is applied (the published evaluation did not apply it either)",
+    "split_tune_untune": "scoring and the correct/wrong split of the similarity report are always on",
+    "fsdp": "evaluation runs in one process (--device_map spreads a large model over GPUs)",
+}
+
+
 _EVAL_FLOAT_RANGES = {
     "test_size": (lambda v: 0.0 < v < 1.0, "in (0, 1)"),
     "sql_timeout": (lambda v: v > 0.0, "a positive number of seconds"),
@@ -396,6 +409,13 @@ class EvalConfig(Validated):
     t_sne: bool = _flag(False, "Write the embeddings (pickle) and a t-SNE scatter plot (PNG).")
     t_sne_type: str | None = _flag(None, "What the t-SNE plot shows.", TSNE_TYPES)
     debug: int = _flag(0, "Any value > 0 logs at DEBUG level.")
+
+    def ignored_flags(self) -> list[str]:
+        """One line per flag set away from its default that evaluation accepts (the published
+        command lines pass them) but does not act on."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return [f"--{name} {getattr(self, name)} is ignored: {why}" for name, why in IGNORED_EVAL_FLAGS.items()
+                if getattr(self, name) != defaults[name]]
 
     def problems(self) -> list[str]:
         out = []

@@ -678,6 +678,8 @@ def _dataset(cfg: EvalConfig) -> DatasetInfo:
 
 
 def run(cfg: EvalConfig) -> dict:
+    for line in cfg.ignored_flags():
+        logger.warning(line)
     info = _dataset(cfg)
     out, summary_path = output_paths(cfg)
     check_paths(cfg, out, summary_path)

@@ -44,7 +44,9 @@ def test_evaluate_writes_rows_summary_and_success_line(tmp_path, tuned, capsys):
     assert summary["dataset"] == "synth" and summary["primary"] == "dfa"
     assert summary["counts"]["examples"] == 10 and summary["seed"] == 82
     assert summary["training"]["predictors"] == 1 and summary["training"]["lbd"] == 1.0
-    assert 0.0 <= summary["metrics"]["accuracy"] <= 1.0  # accuracy 0 must not crash
+    # the accuracy is the rows' own verdicts, averaged (0 must not crash)
+    assert summary["metrics"]["accuracy"] == sum(r["correct"] for r in rows) / 10
+    assert summary["counts"]["correct"] == sum(r["correct"] for r in rows)
 
 
 def test_published_split_evaluates_the_test_part(tmp_path, tuned):
@@ -93,7 +95,7 @@ def test_hellaswag_letter_and_loglikelihood(tmp_path, tuned):
     summary = evaluate("--model_name", tuned, "--input_file", data, "--output_file", tmp_path / "h.jsonl",
                        "--nosplit_data")
     out = [json.loads(line) for line in (tmp_path / "h.jsonl").read_text().splitlines()]
-    assert all(r["generation"] in "ABCD" and len(r["aux"]["ending_logprobs"]) == 4 for r in out)
+    assert all(r["generation"] in {"A", "B", "C", "D"} and len(r["aux"]["ending_logprobs"]) == 4 for r in out)
     assert {"letter", "acc", "acc_norm"} <= set(summary["metrics"]["metrics"])
 
 
@@ -103,15 +105,18 @@ def test_similarity_and_tsne(tmp_path, tuned):
                        "--nosplit_data", "--max_new_tokens", "2", "--similarity", "--t_sne",
                        "--t_sne_type", "in_n_out")
     sim = summary["similarity"]
-    assert sim["all"]["n"] == 12 and -1.0 <= sim["all"]["mean"] <= 1.0
-    assert sim["correct"]["n"] + sim["wrong"]["n"] == 12
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    cos = [r["cosine"] for r in rows]
+    # each row's cosine is a real cosine, and the report's means are the rows' means
+    assert all(-1.0 <= c <= 1.0 for c in cos) and len(set(cos)) > 1
+    assert sim["all"]["n"] == 12 and sim["all"]["mean"] == pytest.approx(sum(cos) / 12, abs=1e-6)
+    right = [r["cosine"] for r in rows if r["correct"]]
+    assert (sim["correct"]["n"], sim["wrong"]["n"]) == (len(right), 12 - len(right))
     with open(sim["t_sne"]["pickle"], "rb") as fh:
         dumped = pickle.load(fh)
     assert len(dumped["embedding_list"]) == 24 and dumped["label_list"][:2] == [0, 1]
     with open(sim["t_sne"]["png"], "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
-    assert all(-1.0 <= r["cosine"] <= 1.0 for r in rows)
 
 
 def test_report_subcommand(tmp_path, tuned, capsys):

@@ -95,7 +95,11 @@ def test_unbounded_generation_respects_max_length(tiny_tokenizer, tiny_model):
 def test_next_letter_and_continuation_logprobs(tiny_tokenizer, tiny_model):
     ids = prompts(tiny_tokenizer, synthetic_rows(3))
     letters = G.next_letter(tiny_model, tiny_tokenizer, ids, batch_size=2)
-    assert len(letters) == 3 and set(letters) <= set("ABCD")
+    # each prompt alone, unpadded: the letter whose token the model rates highest next
+    letter_ids = [tiny_tokenizer.convert_tokens_to_ids(x) for x in "ABCD"]
+    with torch.no_grad():
+        alone = ["ABCD"[int(tiny_model(input_ids=torch.tensor([p])).logits[0, -1, letter_ids].argmax())] for p in ids]
+    assert letters == alone
     pairs = [("the context", " an ending"), ("the context", " another, longer ending")]
     batched = G.continuation_logprobs(tiny_model, tiny_tokenizer, pairs, batch_size=2)
     single = [G.continuation_logprobs(tiny_model, tiny_tokenizer, [p], batch_size=1)[0] for p in pairs]

@@ -403,3 +403,37 @@ def test_regex_bounds_reach_the_metric():
     scorer = Scorer(cfg, dataset_for_path("synth_test.jsonl"))
     assert (scorer.ctx.regex_timeout, scorer.ctx.regex_max_states) == (0.5, 7)
     assert scorer.metric.bounds(scorer.ctx) == (0.5, 7)
+
+
+def test_ignored_evaluation_flags_are_named_when_set():
+    from llm_jepa.config import IGNORED_EVAL_FLAGS, parse_eval_args
+
+    base = ["--input_file", "x.jsonl", "--model_name", "m"]
+    assert parse_eval_args(base).ignored_flags() == []
+    # the published defaults, given explicitly, say nothing
+    assert parse_eval_args(base + ["--temperature", "0", "--top_k", "1", "--repetition_penalty", "1.1"]
+                           ).ignored_flags() == []
+    lines = parse_eval_args(base + ["--temperature", "0.7", "--do_sample", "--num_beams", "4", "--fsdp",
+                                    "full_shard"]).ignored_flags()
+    assert lines == ["--temperature 0.7 is ignored: decoding is greedy", "--num_beams 4 is ignored: decoding is "
+                     "greedy, one beam", "--do_sample True is ignored: decoding is greedy",
+                     "--fsdp full_shard is ignored: evaluation runs in one process (--device_map spreads a large "
+                     "model over GPUs)"]
+    assert len(IGNORED_EVAL_FLAGS) == 8
+
+
+def test_evaluation_warns_about_ignored_flags_before_anything_else(monkeypatch, caplog):
+    from llm_jepa import evaluation
+    from llm_jepa.config import parse_eval_args
+
+    class Stop(Exception):
+        pass
+
+    def stop(_cfg):
+        raise Stop
+
+    monkeypatch.setattr(evaluation, "_dataset", stop)
+    monkeypatch.setattr(logging.getLogger("llm_jepa"), "propagate", True)
+    with caplog.at_level(logging.WARNING, logger="llm_jepa"), pytest.raises(Stop):
+        evaluation.run(parse_eval_args(["--input_file", "x.jsonl", "--model_name", "m", "--top_p", "0.9"]))
+    assert "--top_p 0.9 is ignored: decoding is greedy" in caplog.text

@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +138,17 @@ def test_paired_t_test_matches_scipy(runs):
         assert by_method(groups, dataset)[REG].p_value is None   # regular rows are not tested
 
 
+def test_paired_t_test_by_hand(runs):
+    """The p-value from the t statistic and the closed-form t distribution with 4 degrees of
+    freedom, F(t) = 1/2 + 3/4 x (1 - x^2 / 3) with x = t / sqrt(t^2 + 4) (no scipy)."""
+    g = by_method(report.group(report.collect([runs])), "synth")[JEPA]
+    d = [j - r for j, r in zip(ACC[("synth", "jepa")], ACC[("synth", "regular")])]
+    t = statistics.mean(d) / (statistics.stdev(d) / math.sqrt(len(d)))
+    x = t / math.sqrt(t * t + 4)
+    p = 2 * (1 - (0.5 + 0.75 * x * (1 - x * x / 3)))
+    assert 0.001 < p < 0.05 and g.p_value == pytest.approx(p, rel=1e-9)
+
+
 def test_mismatched_seeds_pair_by_seed(tmp_path):
     jepa = {82: 0.71, 23: 0.69, 37: 0.74}
     reg = {37: 0.70, 5: 0.50, 82: 0.66, 99: 0.90}           # only 82 and 37 in common
@@ -147,6 +160,9 @@ def test_mismatched_seeds_pair_by_seed(tmp_path):
     p, diff, n = report.paired_test(groups[JEPA], groups[REG])
     assert n == 2
     assert p == pytest.approx(ttest_rel([0.71, 0.74], [0.66, 0.70]).pvalue, rel=1e-9)
+    # by hand: differences 0.05, 0.04 -> t = 0.045 / (0.00707 / sqrt 2) = 9 with 1 degree of
+    # freedom, whose t distribution is Cauchy: p = 1 - (2 / pi) atan(9)
+    assert p == pytest.approx(1 - 2 / math.pi * math.atan(9.0), rel=1e-6)
     assert diff == pytest.approx(((0.71 - 0.66) + (0.74 - 0.70)) / 2)
     # A single common seed is too few for a test.
     one = report.Group("synth", MODEL, REG, "regular", seeds=[82, 5], values=[0.66, 0.5])
