@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .errors import ConfigError
+from .modeling import model_path_problem
 from .objectives import ALIASES, DEFAULT, OBJECTIVES, objective_name
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
@@ -24,10 +26,6 @@ def _flag(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
     if choices is not None:
         meta["choices"] = tuple(choices)
     return field(default=default, metadata=meta)
-
-
-class ConfigError(ValueError):
-    """Raised with every problem of a configuration at once, one per line."""
 
 
 class Validated:
@@ -201,8 +199,6 @@ class TrainConfig(Validated):
 
     def input_problems(self) -> list[str]:
         """Problems that need the file system: the input files and the model and tokenizer paths."""
-        from .modeling import model_path_problem
-
         out = [_input_file_problem(f"--{name}", getattr(self, name))
                for name in ("train_file", "eval_file", "data_file")]
         out.append(model_path_problem(self.model_name, "--model_name"))

@@ -161,7 +161,7 @@ def table(summaries: dict[str, dict]) -> str:
 def main(argv=None) -> int:
     import shutil
 
-    from .train import setup_cpu_numerics, setup_logging
+    from .runtime import setup_cpu_numerics, setup_logging
 
     import torch
 

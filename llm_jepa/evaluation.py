@@ -30,8 +30,10 @@ import torch
 from . import data as D
 from .config import ConfigError, EvalConfig, parse_eval_args
 from .datasets import DatasetInfo, resolve_dataset
-from .families import Family
+from .families import Family, detect_family
 from .models import sha256_of
+from .runtime import setup_cpu_numerics, setup_logging
+from .splits import split_indices
 
 logger = logging.getLogger("llm_jepa")
 
@@ -62,7 +64,6 @@ def load_examples(cfg: EvalConfig, info: DatasetInfo) -> list[Example]:
 
 def _published_split(cfg: EvalConfig, rows: list[dict]) -> list[int]:
     """Without --nosplit_data the published script splits the file and evaluates a split."""
-    from .train import split_indices
 
     train, test = split_indices(len(rows), cfg.test_size, cfg.split_seed)
     for path, idx in ((cfg.train_file, train), (cfg.test_file, test)):
@@ -132,7 +133,6 @@ def load_model(cfg: EvalConfig) -> Loaded:
     from .modeling import TORCH_DTYPES, resolve_dtype
     from .models import resolve_model_name
     from .tokenization import setup_tokenizer
-    from .train import detect_family
 
     # A short name (smollm2-135m-instruct) loads from its converted folder, fetched on first use.
     model_dir = resolve_model_name(cfg.model_name)
@@ -698,7 +698,8 @@ def run(cfg: EvalConfig) -> dict:
             from .representations import similarity_report
 
             loaded = loaded or load_model(cfg)
-            extra["similarity"] = similarity_report(cfg, loaded, examples, scores, info.view_fields, training)
+            extra["similarity"] = similarity_report(cfg, loaded, examples, scores, info.view_fields, training,
+                                                     out)
         summary_path = write_outputs(cfg, info, examples, scores, metrics, training, extra)
         finished = True
     finally:
@@ -780,7 +781,6 @@ def main(argv=None) -> int:
 
         return report_main(argv[1:])
     cfg = parse_eval_args(argv)
-    from .train import setup_cpu_numerics, setup_logging
 
     setup_logging(cfg.debug > 0)
     setup_cpu_numerics()

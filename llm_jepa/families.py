@@ -87,3 +87,15 @@ def family_by_name(name: str) -> Family:
         if fam.name == name:
             return fam
     raise KeyError(f"unknown family {name!r}; known: {', '.join(f.name for f in FAMILIES)}")
+
+
+def detect_family(model_name: str) -> Family:
+    """The family of a model folder or hub id: its config's model_type where it can be read,
+    else the name alone (remote-code configs such as OpenELM's, or no network)."""
+    model_type = None
+    try:
+        from transformers import AutoConfig
+        model_type = AutoConfig.from_pretrained(model_name).model_type
+    except Exception:
+        pass
+    return family_for(model_name, model_type)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError
+from .errors import ConfigError
 from .families import PUBLISHED_LORA_TARGETS, Family
+from .models import fetch_problem, known_model
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +106,6 @@ def model_path_problem(name: str, flag: str = "--model_name", needs: str = "conf
     snapshot has). A short name of llm_jepa.models (smollm2-135m-instruct) is fetched with
     pip, not from the hub: it is fine when converted or convertible.
     """
-    from .models import fetch_problem, known_model
-
     path = Path(name).expanduser()
     if path.is_dir():
         return None

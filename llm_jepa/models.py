@@ -34,7 +34,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .cli import progress_logging
-from .config import ConfigError
+from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

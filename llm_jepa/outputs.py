@@ -23,6 +23,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from .runtime import is_rank0
+
 MARKER = ".llm_jepa_run"
 RUN_CONFIG = "run_config.json"
 CHECKPOINT_DONE = ".llm_jepa_checkpoint_complete"
@@ -119,10 +121,6 @@ def _write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _is_rank0() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 # --------------------------------------------------------------------------------------
@@ -280,14 +278,14 @@ def resume_checkpoint(spec: str | None, out: Path) -> str | None:
         return str(path)
     found, skipped = newest_complete_checkpoint(out)
     for ckpt, why in skipped:
-        if _is_rank0():
+        if is_rank0():
             logger.warning("--resume_from_checkpoint last: skipping %s: %s", ckpt, why)
     if found is not None:
-        if _is_rank0():
+        if is_rank0():
             logger.info("--resume_from_checkpoint last: resuming from %s", found)
         return str(found)
     if not out.exists() or holds_only_marker(out) or not any(out.iterdir()):
-        if _is_rank0():
+        if is_rank0():
             logger.info("--resume_from_checkpoint last: no checkpoint in %s yet; training from step 0", out)
         return None
     reasons = "; ".join(f"{c.name}: {why}" for c, why in skipped) or "it holds none"

@@ -79,7 +79,8 @@ def describe(values: list[float]) -> dict:
             "quantiles": dict(zip(map(str, QUANTILES), q))}
 
 
-def similarity_report(cfg, loaded, examples, scores, use_view_fields: bool, training: dict | None) -> dict:
+def similarity_report(cfg, loaded, examples, scores, use_view_fields: bool, training: dict | None,
+                      out: Path) -> dict:
     """cos(Enc(Text), Enc(Code)) per example (stored in its scores) and its statistics
     for correct and wrong examples."""
     predictors = int((training or {}).get("predictors", 0))
@@ -96,7 +97,7 @@ def similarity_report(cfg, loaded, examples, scores, use_view_fields: bool, trai
               "correct": describe([v for v, s in zip(cos, scores) if s.correct]),
               "wrong": describe([v for v, s in zip(cos, scores) if s.correct is False])}
     if cfg.t_sne:
-        report["t_sne"] = write_tsne(cfg, rows, t, c)
+        report["t_sne"] = write_tsne(cfg, rows, t, c, out)
     return report
 
 
@@ -112,18 +113,16 @@ def tsne_points(kind: str, rows: list[dict], t: torch.Tensor, c: torch.Tensor):
     return t, [0 if "Good" in g else 1 for g in gold], samples
 
 
-def write_tsne(cfg, rows: list[dict], t: torch.Tensor, c: torch.Tensor) -> dict:
-    """The embeddings as a pickle (published format) and a 2-D t-SNE scatter plot."""
+def write_tsne(cfg, rows: list[dict], t: torch.Tensor, c: torch.Tensor, out: Path) -> dict:
+    """The embeddings as a pickle (published format) and a 2-D t-SNE scatter plot, beside
+    the evaluation rows `out`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
-    from .evaluation import output_paths
-
     emb, labels, samples = tsne_points(cfg.t_sne_type, rows, t, c)
-    out, _ = output_paths(cfg)
     pkl, png = out.with_name(out.stem + ".tsne.pkl"), out.with_name(out.stem + ".tsne.png")
     with open(pkl, "wb") as fh:
         pickle.dump({"embedding_list": emb.numpy(), "label_list": labels, "sample_list": samples}, fh)

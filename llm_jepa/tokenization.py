@@ -6,7 +6,9 @@ import logging
 import os
 from dataclasses import dataclass
 
+from .errors import ConfigError
 from .families import SIMPLE_CHAT_TEMPLATE, Family
+from .modeling import model_path_problem
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +45,6 @@ def setup_tokenizer(model_name: str, family: Family, *, override: str | None = N
                     paper_compat: bool = False, date_string: str | None = None) -> TokenizerSetup:
     """Load the tokenizer and make it ready for the three JEPA views."""
     from transformers import AutoTokenizer
-
-    from .config import ConfigError
-    from .modeling import model_path_problem
 
     source = tokenizer_source(model_name, family, override)
     flag = "--tokenizer_name" if override else "--model_name" if source == model_name else \

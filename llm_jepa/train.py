@@ -18,57 +18,25 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import data as D
 from .collate import PackCollator, PadCollator
-from .cli import package_logging
 from .config import ConfigError, TrainConfig, parse_args
 from .datasets import dataset_for_path
-from .families import Family, family_for
+from .families import Family, detect_family
 from .flops import ProfilerFLOPCallback
 from .models import resolve_model_name
 from .modeling import TORCH_DTYPES, add_lora, load_model, merged_for_saving, parameter_dtype, resolve_dtype
 from .outputs import (OutputDirError, finished_steps, output_dir_action, prepare_output_dir,
                       resume_checkpoint, write_checkpoint_marker, write_run_config)
+from .runtime import is_rank0, setup_cpu_numerics, setup_logging, world_size
+from .splits import split_indices
 from .tokenization import TokenizerSetup, setup_tokenizer
 from .trainer import JepaSettings, JepaTrainer
 
 logger = logging.getLogger("llm_jepa")
 
 
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_rank0() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def setup_cpu_numerics() -> None:
-    """Flush denormal floats to zero on CPU. Tiny values (e.g. a JEPA loss near 0 and its
-    gradients) otherwise take the CPU's slow path: a demo run slowed down 30x midway."""
-    if not torch.cuda.is_available():
-        torch.set_flush_denormal(True)
-
-
-def setup_logging(debug: bool) -> None:
-    """INFO (DEBUG with --debug) on rank 0, warnings only elsewhere; messages on stdout."""
-    level = (logging.DEBUG if debug else logging.INFO) if is_rank0() else logging.WARNING
-    package_logging("stdout", level)
-    import transformers
-    transformers.logging.set_verbosity_warning() if is_rank0() else transformers.logging.set_verbosity_error()
-
-
 # --------------------------------------------------------------------------------------
 # model family and data
 # --------------------------------------------------------------------------------------
-def detect_family(model_name: str) -> Family:
-    model_type = None
-    try:
-        from transformers import AutoConfig
-        model_type = AutoConfig.from_pretrained(model_name).model_type
-    except Exception:  # remote-code configs (OpenELM) or no network: the name decides
-        pass
-    return family_for(model_name, model_type)
-
-
 def resolve_last_token(cfg: TrainConfig, family: Family) -> int | None:
     """The integer offset, or None for 'auto'."""
     if cfg.last_token == "family":
@@ -125,15 +93,6 @@ def load_splits(cfg: TrainConfig, family: Family, tsetup: TokenizerSetup, offset
         evals, estats = featurize(cfg.eval_file, erows, 0 if cfg.paper_compat else cfg.predictors, "eval")
         out["eval"] = estats.__dict__
     return Splits(train, evals, out)
-
-
-def split_indices(n: int, test_size: float, seed: int) -> tuple[list[int], list[int]]:
-    """The published split: datasets' train_test_split(test_size, seed, shuffle=True)."""
-    if test_size <= 0:
-        return list(range(n)), []
-    from .datasets.prepare import split_like_hf
-
-    return split_like_hf(list(range(n)), test_size, seed)
 
 
 class ListDataset(torch.utils.data.Dataset):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..metrics.hellaswag import UPSTREAM_FIELD, UPSTREAM_KEYS
+from ..splits import SEED, permutation, seeded_subset, split_like_hf  # noqa: F401 (re-exported)
 from . import get_dataset
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ Rows = Sequence[Mapping[str, Any]]      # upstream rows: a list of dicts or a da
 Upstream = dict[str, Rows]              # upstream rows by upstream split name
 Output = dict[str, list[dict]]          # "train" / "test" -> examples
 
-SEED = 42                               # the published splits that could be checked use 42
 NLRX_TEST_FRACTION = 0.2                # 10000 pairs -> 8000 / 2000
 SPIDER_TEST_FRACTION = 0.18             # 7000 + 1034 rows -> 6587 / 1447
 NQ_OPEN_TRAIN_SIZE = 8000
@@ -91,30 +90,6 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
             n += 1
     os.replace(tmp, path)
     return n
-
-
-# --------------------------------------------------------------------------------------
-# Seeded selections, drawn exactly as the Hugging Face `datasets` library draws them
-# --------------------------------------------------------------------------------------
-def permutation(n: int, seed: int = SEED) -> list[int]:
-    """The permutation behind `Dataset.shuffle(seed)` and `Dataset.train_test_split(seed)`."""
-    import numpy as np
-
-    return np.random.default_rng(seed).permutation(n).tolist()
-
-
-def seeded_subset(rows: Sequence, n: int, seed: int = SEED) -> list:
-    """`Dataset.shuffle(seed=seed).select(range(n))`: n rows in shuffled order."""
-    return [rows[i] for i in permutation(len(rows), seed)[:n]]
-
-
-def split_like_hf(rows: Sequence, test_fraction: float, seed: int = SEED) -> tuple[list, list]:
-    """`Dataset.train_test_split(test_size=test_fraction, seed=seed)`: the test rows are
-    the first ceil(fraction * n) of the permutation, the train rows the rest, both in
-    permutation order. The published NL-RX and Spider files are exactly this split."""
-    order = permutation(len(rows), seed)
-    n_test = math.ceil(test_fraction * len(rows))
-    return [rows[i] for i in order[n_test:]], [rows[i] for i in order[:n_test]]
 
 
 # --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import logging
 import math
 from collections import Counter
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..regex_dfa import DEFAULT_MAX_STATES, DEFAULT_TIMEOUT_S, Verdict, decide
 from .base import Metric, RowScore, ScoreContext, gold_answer
 

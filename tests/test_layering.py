@@ -1,0 +1,65 @@
+"""The package's import graph: no cycles, evaluation independent of the training pipeline,
+training independent of the download code. Read from the source (every `from . import`,
+at the top of a module or inside a function), so nothing has to be imported."""
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "llm_jepa"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    edges: dict[str, set[str]] = defaultdict(set)
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.level):
+                continue
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+            targets = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+            edges[name] |= {t for t in targets if t in modules}
+    return edges
+
+
+def reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_no_import_cycle():
+    edges = import_graph()
+    cycles = sorted(m for m in edges if m in reachable(edges, m))
+    assert cycles == []
+
+
+@pytest.mark.parametrize("module,forbidden", [
+    ("llm_jepa.evaluation", "llm_jepa.train"),
+    ("llm_jepa.evaluation", "llm_jepa.trainer"),
+    ("llm_jepa.train", "llm_jepa.datasets.prepare"),
+    ("llm_jepa.report", "llm_jepa.train"),
+])
+def test_layers(module, forbidden):
+    assert forbidden not in reachable(import_graph(), module)
+
+
+def test_the_graph_is_read():
+    # the check above means something only if the graph holds the package's real imports
+    edges = import_graph()
+    assert "llm_jepa.trainer" in edges["llm_jepa.train"] and "llm_jepa.splits" in edges["llm_jepa.evaluation"]
