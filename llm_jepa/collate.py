@@ -33,6 +33,12 @@ def pad_block(seqs: list[list[int]], length: int, value: int, side: str) -> torc
     return out
 
 
+def pad_batch(seqs: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded to the longest sequence on `side`, and the 0/1 attention mask."""
+    width = max(len(s) for s in seqs)
+    return pad_block(seqs, width, pad_id, side), pad_block([[1] * len(s) for s in seqs], width, 0, side)
+
+
 def attention_and_positions(lengths: list[int], length: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The 0/1 padding mask and position ids that count from 0 at each sequence's first token."""
     mask = pad_block([[1] * n for n in lengths], length, 0, side)

@@ -31,6 +31,7 @@ from . import data as D
 from .config import ConfigError, EvalConfig, parse_eval_args
 from .datasets import DatasetInfo, resolve_dataset
 from .families import Family, detect_family
+from .metrics.base import mean_or_zero
 from .models import sha256_of
 from .runtime import setup_cpu_numerics, setup_logging
 from .splits import split_indices
@@ -336,20 +337,20 @@ class Scorer:
         from .metrics import RowScore
 
         if self.cfg.paper_compat:
-            summary = {"accuracy": _mean([s.correct for s in scores])}
+            summary = {"accuracy": _rate([s.correct for s in scores])}
         else:
             plain = [RowScore(s.correct, {k: v for k, v in s.metrics.items() if k != "startswith"}, s.note)
                      for s in scores]
             summary = self.metric.summarize([ex.row for ex in examples], plain)
         if self.cfg.startswith:
-            summary["startswith"] = _mean([s.metrics.get("startswith") for s in scores])
+            summary["startswith"] = _rate([s.metrics.get("startswith") for s in scores])
         summary["primary"] = self.primary
         return summary
 
 
-def _mean(values) -> float:
-    values = [bool(v) for v in values if v is not None]
-    return sum(values) / len(values) if values else 0.0
+def _rate(values) -> float:
+    """The share of true values among those recorded (None: not recorded)."""
+    return mean_or_zero([bool(v) for v in values if v is not None])
 
 
 # --------------------------------------------------------------------------------------

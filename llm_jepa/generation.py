@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from . import data as D
+from .collate import pad_batch
 from .families import Family
+from .metrics.hellaswag import LETTERS
 from .tokenization import PERCEPTION, PLAIN_EOT, encode_texts
 
 
@@ -111,12 +113,7 @@ class GreedyGenerator:
 
 
 def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
+    ids, mask = pad_batch(seqs, pad_id, "left")
     return ids.to(device), mask.to(device)
 
 
@@ -136,7 +133,6 @@ def published_generate(model, tok, prompt: str, max_length: int, max_new_tokens:
 # --------------------------------------------------------------------------------------
 # scoring with the model's probabilities (HellaSwag)
 # --------------------------------------------------------------------------------------
-LETTERS = ("A", "B", "C", "D")
 
 
 @torch.no_grad()
@@ -164,11 +160,7 @@ def continuation_logprobs(model, tok, pairs: list[tuple[str, str]], batch_size: 
     out = []
     for i in range(0, len(seqs), batch_size):
         chunk, chunk_spans = seqs[i:i + batch_size], spans[i:i + batch_size]
-        width = max(len(s) for s in chunk)
-        ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, s in enumerate(chunk):
-            ids[j, : len(s)], mask[j, : len(s)] = torch.tensor(s), 1
+        ids, mask = pad_batch(chunk, tok.pad_token_id, "right")
         logp = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
         logp = logp.log_softmax(-1)
         for j, (start, end) in enumerate(chunk_spans):

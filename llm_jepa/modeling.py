@@ -191,11 +191,16 @@ def find_decoder(model):
     return None
 
 
-def parameter_counts(model) -> dict[str, int]:
-    """Parameters that multiply every token (decoder body) and the lm_head size."""
+def causal_lm(model):
+    """The transformers model inside a wrapper (peft, FSDP, DDP), or the model itself."""
     from transformers import PreTrainedModel
 
-    base = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
+    return next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """Parameters that multiply every token (decoder body) and the lm_head size."""
+    base = causal_lm(model)
     seen, total = set(), 0
     for p in base.parameters():
         if id(p) not in seen:

@@ -37,15 +37,15 @@ The sampler drops derivations whose regex accepts nothing or everything (see
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_jepa.datasets import DATASETS
-from llm_jepa.regex_dfa import regex_equivalent
+from .datasets import DATASETS
+from .jsonl import write_jsonl
+from .regex_dfa import regex_equivalent
 
 SYSTEM_PROMPT = DATASETS["synth"].system_prompt
 
@@ -353,12 +353,6 @@ def to_rows(pairs: list[tuple[str, str]], system_prompt: str = SYSTEM_PROMPT) ->
             for text, regex in pairs]
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-
-
 def write_dataset(out_dir: str | Path, n_train: int, n_test: int, seed: int = 0,
                   max_depth: int = 2) -> tuple[Path, Path]:
     """demo_train.jsonl / demo_test.jsonl under out_dir; no test description is in train."""
@@ -366,8 +360,8 @@ def write_dataset(out_dir: str | Path, n_train: int, n_test: int, seed: int = 0,
     out = Path(out_dir)                                    # so any split is disjoint
     out.mkdir(parents=True, exist_ok=True)
     train_path, test_path = out / "demo_train.jsonl", out / "demo_test.jsonl"
-    _write_jsonl(train_path, to_rows(pairs[:n_train]))
-    _write_jsonl(test_path, to_rows(pairs[n_train:]))
+    write_jsonl(train_path, to_rows(pairs[:n_train]))
+    write_jsonl(test_path, to_rows(pairs[n_train:]))
     return train_path, test_path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from . import data as D
+from .collate import pad_batch
 
 logger = logging.getLogger("llm_jepa")
 QUANTILES = (0.1, 0.2, 0.5, 0.8, 0.9)
@@ -26,11 +27,7 @@ def embed(model, pad_id: int, seqs: list[list[int]], at: list[int], pooling: str
     out = []
     for i in range(0, len(seqs), batch_size):
         chunk = seqs[i:i + batch_size]
-        width = max(len(s) for s in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, s in enumerate(chunk):
-            ids[j, : len(s)], mask[j, : len(s)] = torch.tensor(s), 1
+        ids, mask = pad_batch(chunk, pad_id, "right")
         ids, mask = ids.to(model.device), mask.to(model.device)
         hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer].float()
         if pooling == "mean":

@@ -22,7 +22,7 @@ from transformers import Trainer
 
 from . import losses, masks
 from .flops import batch_flops
-from .modeling import find_decoder, parameter_counts
+from .modeling import causal_lm, find_decoder, parameter_counts
 from .objectives import MODULE_ATTR, Embeddings, attach_module, get_objective
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class JepaTrainer(Trainer):
         # The objective's own parameters, if any: attached to the model before the
         # optimizer is built, so they train, checkpoint and save with it.
         if jepa.layout != "regular":
-            attach_module(_causal_lm(self.model), self.objective, _causal_lm(self.model).config.hidden_size)
+            attach_module(causal_lm(self.model), self.objective, causal_lm(self.model).config.hidden_size)
         # Default: the returned loss is already normalised over the accumulated batch.
         # Compat: leave the decision to the Trainer, as the published trainer did.
         self.loss_is_scaled_for_ga = None if jepa.paper_compat else True
@@ -65,7 +65,7 @@ class JepaTrainer(Trainer):
         self._dropout_rng = torch.Generator().manual_seed(jepa.seed)
         self._counts = parameter_counts(self.model)
         self._logits_to_keep_ok = "logits_to_keep" in inspect.signature(
-            _causal_lm(self.model).forward).parameters
+            causal_lm(self.model).forward).parameters
         self._reset_window()
         self._dumped = False
 
@@ -125,7 +125,7 @@ class JepaTrainer(Trainer):
         return denom
 
     def _jepa_loss(self, hidden: torch.Tensor, layout: masks.Layout) -> torch.Tensor:
-        module = getattr(_causal_lm(self.model), MODULE_ATTR, None)
+        module = getattr(causal_lm(self.model), MODULE_ATTR, None)
         return self.objective.loss(Embeddings(hidden, layout), module)
 
     def _check_finite(self, total, lm, jepa) -> None:
@@ -264,12 +264,6 @@ def forward_layout(model, layout: masks.Layout, need_hidden: bool, logits_to_kee
 def shifted_targets(labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """The next-token targets of the kept positions."""
     return labels[:, 1:][:, keep]
-
-
-def _causal_lm(model):
-    from transformers import PreTrainedModel
-
-    return next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
 
 
 @contextlib.contextmanager

@@ -24,12 +24,21 @@ def import_graph() -> dict[str, set[str]]:
         name = module_name(path)
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.ImportFrom) and node.level):
+            if isinstance(node, ast.Import):   # import llm_jepa.x
+                edges[name] |= {a.name for a in node.names if a.name in modules}
                 continue
-            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-            target = ".".join(base + ([node.module] if node.module else []))
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:                     # from .x import y
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif (node.module or "").startswith("llm_jepa"):   # from llm_jepa.x import y
+                target = node.module
+            else:
+                continue
             targets = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
             edges[name] |= {t for t in targets if t in modules}
+        edges[name].discard(name)   # `python -m` entry points import their own module by name
     return edges
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import urllib.request
@@ -25,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..metrics.hellaswag import UPSTREAM_FIELD, UPSTREAM_KEYS
+from ..metrics.hellaswag import LETTERS, UPSTREAM_FIELD, UPSTREAM_KEYS
+from ..jsonl import to_line, write_jsonl  # noqa: F401 (re-exported)
 from ..splits import SEED, permutation, seeded_subset, split_like_hf  # noqa: F401 (re-exported)
 from . import get_dataset
 
@@ -45,7 +45,6 @@ PARAPHRASE_GROUPS = 2000                # our choice: ~10k rows, the scale of th
 
 ROTTEN_TOMATOES_LABELS = ("Bad", "Good")                                  # neg=0, pos=1
 YELP_LABELS = ("Very Bad", "Bad", "Mediocre", "Good", "Very Good")        # 1..5 stars
-HELLASWAG_LETTERS = "ABCD"
 
 NLRX_URL = "https://raw.githubusercontent.com/nicholaslocascio/deep-regex/master/datasets/NL-RX-{}/{}.txt"
 EFFICIENTQA_TEST_URL = ("https://raw.githubusercontent.com/google-research-datasets/natural-questions/"
@@ -72,24 +71,6 @@ def example(name: str, user: str, assistant: str, **views: list[dict]) -> dict:
     system = get_dataset(name).system_prompt
     return {"messages": [message("system", system), message("user", user),
                          message("assistant", assistant)], **views}
-
-
-def to_line(obj: dict) -> str:
-    """The published line: json.dumps defaults (ASCII escapes, ", " and ": ")."""
-    return json.dumps(obj) + "\n"
-
-
-def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
-    """Write rows atomically, so that a failed run never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        for row in rows:
-            fh.write(to_line(row))
-            n += 1
-    os.replace(tmp, path)
-    return n
 
 
 # --------------------------------------------------------------------------------------
@@ -146,8 +127,8 @@ def hellaswag_example(row: Mapping) -> dict:
         raise ValueError(f"HellaSwag row {row.get('ind')!r} has no label")
     endings, gold = list(row["endings"]), int(label)
     context = hellaswag_context(row)
-    options = "\n".join(f"{letter}) {ending}" for letter, ending in zip(HELLASWAG_LETTERS, endings))
-    out = example("hellaswag", f"{context}\n{options}", HELLASWAG_LETTERS[gold],
+    options = "\n".join(f"{letter}) {ending}" for letter, ending in zip(LETTERS, endings))
+    out = example("hellaswag", f"{context}\n{options}", LETTERS[gold],
                   text=[message("user", context)], code=[message("assistant", endings[gold])])
     out[UPSTREAM_FIELD] = {key: row[key] for key in UPSTREAM_KEYS} | {"endings": endings}
     return out

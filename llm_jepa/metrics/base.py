@@ -30,7 +30,7 @@ def user_content(row: dict) -> str:
     return row["messages"][1]["content"]
 
 
-def _mean(values: list) -> float:
+def mean_or_zero(values: list) -> float:
     return sum(values) / len(values) if values else 0.0   # empty -> 0.0, never a ZeroDivisionError
 
 
@@ -70,11 +70,11 @@ class Metric:
         summary = {
             "metric": self.name,
             "primary": self.primary,
-            "accuracy": _mean(scored),
+            "accuracy": mean_or_zero(scored),
             "n": len(scored),
             "n_total": len(scores),
             "n_skipped": len(scores) - len(scored),
-            "metrics": {k: _mean(v) for k, v in values.items()},
+            "metrics": {k: mean_or_zero(v) for k, v in values.items()},
             "metric_n": {k: len(v) for k, v in values.items()},
         }
         skipped = Counter(s.note for s in scores if s.correct is None)

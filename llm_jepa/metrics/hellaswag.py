@@ -15,7 +15,7 @@ from .base import Metric, RowScore, ScoreContext, gold_answer, user_content
 
 logger = logging.getLogger(__name__)
 
-LETTERS = "ABCD"
+LETTERS = "ABCD"   # the answer letters of a four-way choice: the one definition
 # The row field holding HellaSwag's upstream activity_label, ctx_a, ctx_b and endings.
 UPSTREAM_FIELD = "hellaswag"
 UPSTREAM_KEYS = ("activity_label", "ctx_a", "ctx_b", "endings")
