@@ -42,8 +42,8 @@ from llm_jepa.masks import Layout  # noqa: E402
 from llm_jepa.modeling import parameter_counts  # noqa: E402
 from llm_jepa.tiny import conversation_texts, train_tokenizer  # noqa: E402
 from llm_jepa.tokenization import add_jepa_tokens  # noqa: E402
-from llm_jepa.train import make_collator  # noqa: E402
-from llm_jepa.trainer import JepaSettings, JepaTrainer  # noqa: E402
+from llm_jepa.train import jepa_settings, make_collator  # noqa: E402
+from llm_jepa.trainer import JepaTrainer  # noqa: E402
 
 # name -> TrainConfig flags; the first is the reference
 LAYOUTS = {
@@ -121,9 +121,7 @@ def make_case(name, flags, args, model, tok, rows, out_dir) -> Case:
     targs = TrainingArguments(output_dir=out_dir, report_to="none", use_cpu=args.device == "cpu",
                               per_device_train_batch_size=args.batch_size, remove_unused_columns=False)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    settings = JepaSettings(layout=cfg.layout, lbd=cfg.lbd, paper_compat=cfg.paper_compat,
-                            max_length=cfg.max_length, pad_id=tok.pad_token_id, compute_dtype=dtype,
-                            full_offset=-1 if cfg.paper_compat else None)
+    settings = jepa_settings(cfg, tok.pad_token_id, dtype, -1 if cfg.paper_compat else None)
     trainer = JepaTrainer(model=model, args=targs, processing_class=tok, jepa=settings)
     trainer.current_gradient_accumulation_steps = 1
     feats = features(cfg, tok, rows, {"date_string": "26 Jul 2024"})

@@ -407,15 +407,19 @@ def build_trainer(cfg, family, tsetup, splits, args, compute, offset) -> JepaTra
     if cfg.paper_compat and cfg.additive_mask and tok.padding_side == "left":
         raise ValueError("the published additive mask assumes right padding, but this tokenizer pads "
                          "left; drop --paper_compat (the default additive mask handles both)")
-    settings = JepaSettings(
-        layout=cfg.layout, loss=cfg.objective, lbd=cfg.lbd,
-        gamma=cfg.gamma, jepa_ratio=cfg.jepa_ratio, paper_compat=cfg.paper_compat, max_length=cfg.max_length,
-        pad_id=tok.pad_token_id, compute_dtype=TORCH_DTYPES[compute], full_offset=offset,
-        seed=cfg.finetune_seed, debug_dump=cfg.debug > 0)
+    settings = jepa_settings(cfg, tok.pad_token_id, TORCH_DTYPES[compute], offset)
     callbacks = [CheckpointCompleteCallback()] + ([ProfilerFLOPCallback()] if cfg.track_flop else [])
     return JepaTrainer(model=model, args=args, train_dataset=ListDataset(splits.train),
                        eval_dataset=ListDataset(splits.eval) if splits.eval else None,
                        processing_class=tok, data_collator=collator, callbacks=callbacks, jepa=settings)
+
+
+def jepa_settings(cfg: TrainConfig, pad_id: int, compute_dtype: torch.dtype, full_offset: int | None) -> JepaSettings:
+    """The trainer's settings: the configuration's choices plus what was resolved at run time."""
+    return JepaSettings(
+        layout=cfg.layout, loss=cfg.objective, lbd=cfg.lbd, gamma=cfg.gamma, jepa_ratio=cfg.jepa_ratio,
+        paper_compat=cfg.paper_compat, max_length=cfg.max_length, pad_id=pad_id, compute_dtype=compute_dtype,
+        full_offset=full_offset, seed=cfg.finetune_seed, debug_dump=cfg.debug > 0)
 
 
 def save_final(trainer: JepaTrainer, cfg: TrainConfig, out: Path, tsetup: TokenizerSetup) -> None:

@@ -28,20 +28,22 @@ from .objectives import MODULE_ATTR, Embeddings, attach_module, get_objective
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class JepaSettings:
-    layout: str = "packed"             # regular | packed | 3pass | additive
-    loss: str = "cosine"               # the objective's name in objectives.OBJECTIVES
-    lbd: float = 0.1
-    gamma: float = 1.0
-    jepa_ratio: float = -1.0           # > 0: compute JEPA on this fraction of micro-batches
-    paper_compat: bool = False
-    max_length: int = 512
-    pad_id: int = 0
-    compute_dtype: torch.dtype = torch.float32
-    full_offset: int | None = None     # published additive mask: Full rows cut at n + offset + 1
-    seed: int = 42
-    debug_dump: bool = False           # --debug: log the first batch as the model sees it
+    """What compute_loss needs, resolved from a TrainConfig by `train.jepa_settings` (which
+    holds the defaults: none are repeated here)."""
+    layout: str                        # regular | packed | 3pass | additive
+    loss: str                          # the objective's name in objectives.OBJECTIVES
+    lbd: float
+    gamma: float
+    jepa_ratio: float                  # > 0: compute JEPA on this fraction of micro-batches
+    paper_compat: bool
+    max_length: int
+    pad_id: int
+    compute_dtype: torch.dtype
+    full_offset: int | None            # published additive mask: Full rows cut at n + offset + 1
+    seed: int
+    debug_dump: bool                   # --debug: log the first batch as the model sees it
 
 
 class NonFiniteLossError(FloatingPointError):
