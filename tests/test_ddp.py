@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from safetensors.torch import load_file
 
-from conftest import ROOT
+from conftest import ROOT, assert_same_up_to_rounding
 
 
 @pytest.mark.parametrize("layout", [[], ["--additive_mask"]])
@@ -31,3 +32,19 @@ def test_two_process_gloo_run(tmp_path, train_file, tiny_llama, layout):
     # rank 0 alone logs and saves
     assert proc.stdout.count("Training completed") == 1
     assert (out / "model.safetensors").exists() and (out / "trainer_state.json").exists()
+    # The same global batch (2 ranks x 2 rows x 2 accumulation steps = 8 rows a step) in one
+    # process (2 rows x 4 accumulation steps) trains the same model: the same rows in the
+    # same order, and losses normalised over the whole global batch in both.
+    single = tmp_path / "single"
+    cmd = [sys.executable, "finetune.py", *cmd[cmd.index("--train_file"):]]
+    cmd[cmd.index("--output_dir") + 1], cmd[cmd.index("--grad_accum") + 1] = str(single), "4"
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ddp_weights, one_weights = load_file(str(out / "model.safetensors")), load_file(str(single / "model.safetensors"))
+    assert ddp_weights.keys() == one_weights.keys()
+    for name, weight in one_weights.items():
+        assert_same_up_to_rounding(ddp_weights[name], weight, what=name)
+    ddp_state = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    one_state = json.loads((single / "trainer_state.json").read_text())["log_history"]
+    ddp_lm = [h["lm_loss"] for h in ddp_state if "lm_loss" in h]
+    assert ddp_lm == pytest.approx([h["lm_loss"] for h in one_state if "lm_loss" in h], rel=1e-5)
