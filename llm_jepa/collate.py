@@ -3,8 +3,8 @@
 The batch holds each view as its own padded block:
 
     input_ids, attention_mask, position_ids, labels      the Full view
-    text_input_ids, text_attention_mask, ..., text_emb   the Text view (+ embedding position)
-    code_input_ids, code_attention_mask, ..., code_emb   the Code view
+    text_input_ids, text_attention_mask, ..., text_at   the Text view (+ embedding position)
+    code_input_ids, code_attention_mask, ..., code_at   the Code view
 
 By default each batch is padded to its longest sequence (dynamic padding); `pad_to`
 pads to a fixed length instead (the published code pads every view to --max_length).
@@ -71,7 +71,7 @@ class PadCollator:
                 length = common if (self.same_length or self.pad_to) else None
                 block = self._block(feats, f"{view}_input_ids", length, prefix=f"{view}_")
                 batch.update(block)
-                batch[f"{view}_emb"] = self._shifted_emb(feats, view, block[f"{view}_input_ids"].shape[1])
+                batch[f"{view}_at"] = self._shifted_at(feats, view, block[f"{view}_input_ids"].shape[1])
         return batch
 
     def _block(self, feats: list[dict], key: str, length: int | None, prefix: str) -> dict:
@@ -84,9 +84,9 @@ class PadCollator:
             block[f"{prefix}position_ids"] = positions
         return block
 
-    def _shifted_emb(self, feats: list[dict], view: str, length: int) -> torch.Tensor:
+    def _shifted_at(self, feats: list[dict], view: str, length: int) -> torch.Tensor:
         """Embedding positions in the padded row (left padding shifts them right)."""
-        emb = torch.tensor([f[f"{view}_emb"] for f in feats], dtype=torch.long)
+        emb = torch.tensor([f[f"{view}_at"] for f in feats], dtype=torch.long)
         if self.padding_side == "left":
             emb += torch.tensor([length - len(f[f"{view}_input_ids"]) for f in feats])
         return emb
@@ -163,7 +163,7 @@ class PackCollator:
                 if lab is not None:
                     labels[r, start:start + n] = torch.tensor(lab)
                 else:
-                    at[which][:, ex] = torch.tensor([r, start + feats[ex][f"{which}_emb"]])
+                    at[which][:, ex] = torch.tensor([r, start + feats[ex][f"{which}_at"]])
             _continue_positions(pos[r], row, lengths, fulls, width)
         batch.update(packed_input_ids=ids, packed_position_ids=pos, packed_labels=labels,
                      packed_text_at=at["text"], packed_code_at=at["code"],
@@ -239,7 +239,7 @@ def _view_tokens(batch: dict, view: str, row: int):
     """(token ids, embedding position) of one example's view, from a padded or packed batch."""
     if f"{view}_input_ids" in batch:
         ids, mask = batch[f"{view}_input_ids"][row], batch[f"{view}_attention_mask"][row].bool()
-        at = int(batch[f"{view}_emb"][row]) - int((~mask[: int(batch[f"{view}_emb"][row])]).sum())
+        at = int(batch[f"{view}_at"][row]) - int((~mask[: int(batch[f"{view}_at"][row])]).sum())
         return ids[mask], at
     if f"packed_{view}_at" in batch:
         r, p = batch[f"packed_{view}_at"][:, row].tolist()

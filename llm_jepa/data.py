@@ -351,7 +351,7 @@ def tokenize_examples(rows: list[dict], renderer: ViewRenderer, vtok: ViewTokeni
             for feat, view, enc in zip(feats, views, vtok.encode(views, plain)):
                 stats.truncated[which] += vtok.truncate(enc)
                 feat[f"{which}_input_ids"] = enc["ids"]
-                feat[f"{which}_emb"] = vtok.embed_index(enc, view)
+                feat[f"{which}_at"] = vtok.embed_index(enc, view)
     stats.report(name, vtok.opts.max_length)
     return feats, stats
 

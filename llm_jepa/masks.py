@@ -72,7 +72,7 @@ def three_pass(batch: dict, with_positions: bool = True) -> Layout:
     if with_positions:
         kwargs["position_ids"] = cat("position_ids")
     rows = torch.arange(b, device=batch["input_ids"].device)
-    return Layout(kwargs, batch["labels"], (rows + b, batch["text_emb"]), (rows + 2 * b, batch["code_emb"]))
+    return Layout(kwargs, batch["labels"], (rows + b, batch["text_at"]), (rows + 2 * b, batch["code_at"]))
 
 
 # --------------------------------------------------------------------------------------
@@ -127,8 +127,8 @@ def additive(batch: dict, dtype: torch.dtype, pad_id: int, max_length: int) -> L
     f_len = batch["attention_mask"].sum(1)
     t_start = content_start(batch["text_attention_mask"])
     c_start = content_start(batch["code_attention_mask"])
-    t_len = batch["text_emb"] - t_start + 1
-    c_len = batch["code_emb"] - c_start + 1
+    t_len = batch["text_at"] - t_start + 1
+    c_len = batch["code_at"] - c_start + 1
     cap = max(max_length, int(f_len.max()), int(t_len.max()) + 1)  # room for one Code token
     over = (t_len + c_len) > cap
     c_len = torch.minimum(c_len, cap - t_len)
@@ -157,8 +157,8 @@ def additive_published(batch: dict, full_offset: int | None) -> Layout:
     text_ids = batch["text_input_ids"].clone()
     b, L = text_ids.shape
     device = text_ids.device
-    lu = batch["text_emb"] + 1
-    la = batch["code_emb"] + 1
+    lu = batch["text_at"] + 1
+    la = batch["code_at"] + 1
     over = (lu + la) > L
     la = torch.minimum(la, L - lu)  # the published code raises a shape error here instead
     lf = batch["attention_mask"].sum(1) + (full_offset + 1 if full_offset is not None else 0)

@@ -49,8 +49,8 @@ def view_sequences(cfg, loaded, rows: list[dict], predictors: int, use_view_fiel
     renderer = D.ViewRenderer(tok, loaded.family, opts, loaded.template_kwargs)
     vtok = D.ViewTokenizer(tok, D.TokenizeOptions(max_length=cfg.max_length))
     feats, _ = D.tokenize_examples(rows, renderer, vtok, with_views=True, name="similarity")
-    return ([f["text_input_ids"] for f in feats], [f["text_emb"] for f in feats],
-            [f["code_input_ids"] for f in feats], [f["code_emb"] for f in feats])
+    return ([f["text_input_ids"] for f in feats], [f["text_at"] for f in feats],
+            [f["code_input_ids"] for f in feats], [f["code_at"] for f in feats])
 
 
 def _published_sequences(cfg, tok, rows):

@@ -115,7 +115,7 @@ def view_token_ratio(feats: list[dict], additive: bool = False) -> float:
     The additive mask cuts each view after its embedding position."""
     full = sum(len(f["input_ids"]) for f in feats)
     if additive:
-        side = sum(f["text_emb"] + f["code_emb"] + 2 for f in feats)
+        side = sum(f["text_at"] + f["code_at"] + 2 for f in feats)
     else:
         side = sum(len(f["text_input_ids"]) + len(f["code_input_ids"]) for f in feats)
     return side / max(full, 1)

@@ -45,13 +45,13 @@ def test_chat_views_and_labels(tiny_tokenizer):
 def test_embedding_index_is_last_content_or_predictor(tiny_tokenizer):
     row = example(user="lines with a dog", answer="(dog).*")
     (f0,), _ = features(tiny_tokenizer, LLAMA, [row])
-    assert tiny_tokenizer.decode(f0["text_input_ids"][f0["text_emb"]]).strip() == "dog"
-    assert tiny_tokenizer.decode(f0["code_input_ids"][f0["code_emb"]]).endswith("*")
+    assert tiny_tokenizer.decode(f0["text_input_ids"][f0["text_at"]]).strip() == "dog"
+    assert tiny_tokenizer.decode(f0["code_input_ids"][f0["code_at"]]).endswith("*")
     setup = setup_tokenizer_for(tiny_tokenizer)
     (f2,), _ = features(setup, LLAMA, [row], D.ViewOptions(predictors=2))
     ids = f2["text_input_ids"]
-    assert setup.decode(ids[f2["text_emb"]]) == "<|predictor_1|>"
-    assert setup.decode(ids[f2["text_emb"] - 1]) == "<|predictor_2|>"
+    assert setup.decode(ids[f2["text_at"]]) == "<|predictor_1|>"
+    assert setup.decode(ids[f2["text_at"] - 1]) == "<|predictor_2|>"
 
 
 def setup_tokenizer_for(tok):
@@ -77,7 +77,7 @@ def test_front_pred_and_reverse_pred(tiny_tokenizer):
     (front,), _ = features(tok, LLAMA, [row], D.ViewOptions(predictors=2, front_pred=True))
     text = tok.decode(front["text_input_ids"])
     assert "<|predictor_2|><|predictor_1|>lines with a dog<|eot_id|>" in text
-    assert tok.decode(front["text_input_ids"][front["text_emb"]]).strip() == "dog"
+    assert tok.decode(front["text_input_ids"][front["text_at"]]).strip() == "dog"
     (rev,), _ = features(tok, LLAMA, [row], D.ViewOptions(predictors=1, reverse_pred=True))
     assert "(dog).*<|predictor_1|>" in tok.decode(rev["text_input_ids"])
     assert "assistant" in tok.decode(rev["text_input_ids"])

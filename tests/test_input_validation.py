@@ -330,9 +330,9 @@ def test_marker_in_user_text_renders_like_any_other_text(tiny_tokenizer, marker)
     assert tiny_tokenizer.decode([t for t in feat["labels"] if t != -100]) == answer + "<|eot_id|>"
     (ref,), _ = features(tiny_tokenizer, [other])
     for view in ("text", "code"):  # embedded at the same place: the last content token
-        ids, at = feat[f"{view}_input_ids"], feat[f"{view}_emb"]
+        ids, at = feat[f"{view}_input_ids"], feat[f"{view}_at"]
         assert tiny_tokenizer.decode(ids[at + 1:]) == "<|eot_id|>"
-        assert len(ids) - at == len(ref[f"{view}_input_ids"]) - ref[f"{view}_emb"]
+        assert len(ids) - at == len(ref[f"{view}_input_ids"]) - ref[f"{view}_at"]
 
 
 def test_marker_in_text_with_a_real_template():

@@ -48,17 +48,17 @@ def test_auto_against_published_offset(folder, k):
     for a, p in zip(auto, published):
         for view in ("text", "code"):
             ids = a[f"{view}_input_ids"]
-            read = tok.convert_ids_to_tokens(ids[a[f"{view}_emb"]])
+            read = tok.convert_ids_to_tokens(ids[a[f"{view}_at"]])
             if view == "text" and k:
                 assert read == "<|predictor_1|>"
             else:
                 assert not read.startswith("<") or read == "<|predictor_1|>", read
             if agrees:
-                assert a[f"{view}_emb"] == p[f"{view}_emb"], (view, read)
+                assert a[f"{view}_at"] == p[f"{view}_at"], (view, read)
             else:
-                assert p[f"{view}_emb"] == a[f"{view}_emb"] + 1
+                assert p[f"{view}_at"] == a[f"{view}_at"] + 1
                 if wrong_token:
-                    assert tok.convert_ids_to_tokens(ids[p[f"{view}_emb"]]) == wrong_token
+                    assert tok.convert_ids_to_tokens(ids[p[f"{view}_at"]]) == wrong_token
 
 
 def test_phi_plain_mode_matches_published_offset():
@@ -66,8 +66,8 @@ def test_phi_plain_mode_matches_published_offset():
     for k in (0, 2):
         auto = positions(setup, family, k, None, plain=True)
         published = positions(setup, family, k, family.last_token, plain=True)
-        assert [f["text_emb"] for f in auto] == [f["text_emb"] for f in published]
-        assert [f["code_emb"] for f in auto] == [f["code_emb"] for f in published]
+        assert [f["text_at"] for f in auto] == [f["text_at"] for f in published]
+        assert [f["code_at"] for f in auto] == [f["code_at"] for f in published]
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -81,7 +81,7 @@ def test_positions_survive_padding(tiny_tokenizer, side):
     for i, f in enumerate(feats):
         for view in ("text", "code"):
             row = batch[f"{view}_input_ids"][i]
-            assert int(row[batch[f"{view}_emb"][i]]) == f[f"{view}_input_ids"][f[f"{view}_emb"]]
+            assert int(row[batch[f"{view}_at"][i]]) == f[f"{view}_input_ids"][f[f"{view}_at"]]
             # position ids count from the first real token on either side
             mask = batch[f"{view}_attention_mask"][i].bool()
             assert torch.equal(batch[f"{view}_position_ids"][i][mask], torch.arange(int(mask.sum())))

@@ -131,14 +131,14 @@ def test_additive_truncates_when_text_and_code_exceed_max_length(tiny_tokenizer)
         f["input_ids"], f["labels"] = f["input_ids"][:8], f["labels"][:8]
     pad = tiny_tokenizer.pad_token_id
     batch = PadCollator(pad)(feats)
-    t_len = batch["text_emb"] + 1
+    t_len = batch["text_at"] + 1
     add = masks.additive(batch, torch.float32, pad, max_length=int(t_len.max()) + 2)
     cap = int(t_len.max()) + 2
     assert add.kwargs["input_ids"].shape[1] <= cap
     rows, code_pos = add.code_at
     kept = code_pos - t_len + 1  # Code tokens kept in each row
     assert (code_pos < cap).all() and (kept >= 1).all()
-    assert add.truncated == int(((t_len + batch["code_emb"] + 1) > cap).sum()) > 0
+    assert add.truncated == int(((t_len + batch["code_at"] + 1) > cap).sum()) > 0
     # the Code embedding is the last kept Code token
     for i, f in enumerate(feats):
         assert int(add.kwargs["input_ids"][len(feats) + i, code_pos[i]]) == f["code_input_ids"][int(kept[i]) - 1]
@@ -154,15 +154,15 @@ def test_published_additive_layout_structure(tiny_tokenizer):
     ids, mask = lay.kwargs["input_ids"], lay.kwargs["attention_mask"]
     assert mask.dtype == torch.float32 and mask.shape == (2 * b, 1, 256, 256)
     for i, f in enumerate(feats):
-        lu, la = f["text_emb"] + 1, f["code_emb"] + 1
+        lu, la = f["text_at"] + 1, f["code_at"] + 1
         assert ids[b + i, :lu].tolist() == f["text_input_ids"][:lu]
         assert ids[b + i, lu:lu + la].tolist() == f["code_input_ids"][:la]
         blk = mask[b + i, 0]
         assert blk[lu, lu] == 0 and torch.isinf(blk[lu, lu - 1])  # Code cannot see Text
         n = len(f["input_ids"])
         assert torch.isinf(mask[i, 0, n - 1]).all() and mask[i, 0, n - 2, 0] == 0
-    assert lay.text_at[1].tolist() == [f["text_emb"] for f in feats]
-    assert lay.code_at[1].tolist() == [f["text_emb"] + f["code_emb"] + 1 for f in feats]
+    assert lay.text_at[1].tolist() == [f["text_at"] for f in feats]
+    assert lay.code_at[1].tolist() == [f["text_at"] + f["code_at"] + 1 for f in feats]
 
 
 def test_segment_lengths_of_block_mask(tiny_tokenizer):
@@ -171,5 +171,5 @@ def test_segment_lengths_of_block_mask(tiny_tokenizer):
     batch = PadCollator(pad)(feats)
     add = masks.additive(batch, torch.float32, pad, 512)
     expected = [len(f["input_ids"]) for f in feats] + [
-        x for f in feats for x in (f["text_emb"] + 1, f["code_emb"] + 1)]
+        x for f in feats for x in (f["text_at"] + 1, f["code_at"] + 1)]
     assert sorted(segment_lengths(add).tolist()) == sorted(expected)

@@ -47,8 +47,8 @@ def test_pack_collator_is_padding_free(tiny_tokenizer):
     for i, f in enumerate(feats):
         for view in ("text", "code"):
             r, p = batch[f"packed_{view}_at"][:, i].tolist()
-            assert int(ids[r, p]) == f[f"{view}_input_ids"][f[f"{view}_emb"]]
-            assert int(pos[r, p]) == f[f"{view}_emb"]
+            assert int(ids[r, p]) == f[f"{view}_input_ids"][f[f"{view}_at"]]
+            assert int(pos[r, p]) == f[f"{view}_at"]
     starts = ((pos == 0) & (ids != tiny_tokenizer.pad_token_id)).sum()
     assert starts == 3 * len(feats)  # one segment start per view
     # every Full view ends in the last column: the answers share the final columns

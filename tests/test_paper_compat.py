@@ -31,8 +31,8 @@ def assert_same_batch(ours, ref, last_token=-1):
         assert torch.equal(ours[f"{mine}input_ids"], ref[f"input_ids{theirs}"])
         assert torch.equal(ours[f"{mine}attention_mask"], ref[f"attention_mask{theirs}"])
     assert torch.equal(ours["labels"], ref["labels"])
-    assert torch.equal(ours["text_emb"], last_token_index(ref["attention_mask_user"], last_token))
-    assert torch.equal(ours["code_emb"], last_token_index(ref["attention_mask_assistant"], last_token))
+    assert torch.equal(ours["text_at"], last_token_index(ref["attention_mask_user"], last_token))
+    assert torch.equal(ours["code_at"], last_token_index(ref["attention_mask_assistant"], last_token))
 
 
 @pytest.mark.parametrize("folder", ["llama-3.2-1b-instruct", "gemma-2-2b-it", "qwen2.5-instruct", "olmo-2-instruct"])

@@ -70,8 +70,8 @@ def test_same_flop_factor(flags, factor):
 
 
 def test_view_token_ratio():
-    feats = [{"input_ids": [0] * 10, "text_input_ids": [0] * 6, "code_input_ids": [0] * 4, "text_emb": 4,
-              "code_emb": 2}]
+    feats = [{"input_ids": [0] * 10, "text_input_ids": [0] * 6, "code_input_ids": [0] * 4, "text_at": 4,
+              "code_at": 2}]
     assert T.view_token_ratio(feats) == 1.0
     assert T.view_token_ratio(feats, additive=True) == pytest.approx(0.8)
 
@@ -86,7 +86,7 @@ def test_same_flop_factor_published(flags, factor):
 
 def test_schedule_arithmetic():
     feat = {"input_ids": [0] * 10, "text_input_ids": [0] * 6, "code_input_ids": [0] * 4,
-            "text_emb": 5, "code_emb": 3}
+            "text_at": 5, "code_at": 3}
     cfg = TrainConfig(num_epochs=4, batch_size=4, grad_accum=4, same_flop=True, paper_compat=True)
     # 8000 examples, 8 GPUs: 8000 // 128 = 62 steps per epoch; published 3-pass JEPA costs 3x
     assert T.schedule(cfg, [feat] * 8000, 8) == (int(62 / 3), math.ceil(4 / 3))
