@@ -38,7 +38,7 @@ from llm_jepa import data as D  # noqa: E402
 from llm_jepa.config import TrainConfig  # noqa: E402
 from llm_jepa.families import family_for  # noqa: E402
 from llm_jepa.flops import batch_flops  # noqa: E402
-from llm_jepa.masks import Layout  # noqa: E402
+from llm_jepa.layouts import Layout  # noqa: E402
 from llm_jepa.modeling import parameter_counts  # noqa: E402
 from llm_jepa.tiny import conversation_texts, train_tokenizer  # noqa: E402
 from llm_jepa.tokenization import add_jepa_tokens  # noqa: E402

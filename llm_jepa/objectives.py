@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from . import losses, masks
+from . import losses, layouts
 
 # The attribute a module-carrying objective is attached under.
 MODULE_ATTR = "jepa_objective"
@@ -31,15 +31,15 @@ class Embeddings:
     """What an objective may read: the last hidden states of the layout's rows and the
     layout itself (labels, the positions of each view's embedding token)."""
     hidden: torch.Tensor          # [rows, width, d]
-    layout: masks.Layout
+    layout: layouts.Layout
 
     def text(self) -> torch.Tensor:
         """Enc(Text): [B, d], the hidden state at the Text view's embedding token."""
-        return masks.gather_embeddings(self.hidden, self.layout.text_at)
+        return layouts.gather_embeddings(self.hidden, self.layout.text_at)
 
     def code(self) -> torch.Tensor:
         """Enc(Code): [B, d], the hidden state at the Code view's embedding token."""
-        return masks.gather_embeddings(self.hidden, self.layout.code_at)
+        return layouts.gather_embeddings(self.hidden, self.layout.code_at)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The JEPA trainer: a transformers Trainer extended only through `compute_loss` and `log`.
 
-Per micro-batch it builds the layout (masks.py), runs the model once, and combines
+Per micro-batch it builds the layout (layouts.py), runs the model once, and combines
 
     total = gamma * lm_loss + lbd * jepa_loss
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from transformers import Trainer
 
-from . import losses, masks
+from . import losses, layouts
 from .flops import batch_flops
 from .modeling import causal_lm, find_decoder, parameter_counts
 from .objectives import MODULE_ATTR, Embeddings, attach_module, get_objective
@@ -97,22 +97,22 @@ class JepaTrainer(Trainer):
             return True
         return torch.rand(1, generator=self._dropout_rng).item() <= self.jepa.jepa_ratio
 
-    def _layout(self, inputs: dict, use_jepa: bool) -> masks.Layout:
+    def _layout(self, inputs: dict, use_jepa: bool) -> layouts.Layout:
         if not use_jepa or not self.objective.views:  # an objective of the Full view alone
-            return masks.full_only(inputs)
+            return layouts.full_only(inputs)
         if self.jepa.layout == "packed":
-            return masks.packed(inputs)
+            return layouts.packed(inputs)
         if self.jepa.layout == "additive":
-            lay = masks.additive(inputs, self.jepa.compute_dtype, self.jepa.pad_id, self.jepa.max_length)
+            lay = layouts.additive(inputs, self.jepa.compute_dtype, self.jepa.pad_id, self.jepa.max_length)
             if lay.truncated and not self._window["additive_truncated"]:
                 logger.warning("additive mask: %d Text+Code rows exceed --max_length %d; their Code block "
                                "is truncated (counted as additive_truncated in the logs)",
                                lay.truncated, self.jepa.max_length)
             self._window["additive_truncated"] += lay.truncated
             return lay
-        return masks.three_pass(inputs)
+        return layouts.three_pass(inputs)
 
-    def _forward(self, model, layout: masks.Layout, need_hidden: bool):
+    def _forward(self, model, layout: layouts.Layout, need_hidden: bool):
         hidden, logits, self._keep = forward_layout(model, layout, need_hidden, self._logits_to_keep_ok)
         return hidden, logits
 
@@ -126,7 +126,7 @@ class JepaTrainer(Trainer):
             denom = denom / self.accelerator.num_processes
         return denom
 
-    def _jepa_loss(self, hidden: torch.Tensor, layout: masks.Layout) -> torch.Tensor:
+    def _jepa_loss(self, hidden: torch.Tensor, layout: layouts.Layout) -> torch.Tensor:
         module = getattr(causal_lm(self.model), MODULE_ATTR, None)
         return self.objective.loss(Embeddings(hidden, layout), module)
 
@@ -154,11 +154,11 @@ class JepaTrainer(Trainer):
             if self.jepa.jepa_ratio > 0.0 and torch.rand(1).item() > self.jepa.jepa_ratio:
                 skip = True
                 kwargs = {k: inputs[k] for k in ("input_ids", "labels", "attention_mask")}
-                layout = masks.Layout(kwargs, inputs["labels"])
+                layout = layouts.Layout(kwargs, inputs["labels"])
             else:
-                layout = masks.additive_published(inputs, self.jepa.full_offset)
+                layout = layouts.additive_published(inputs, self.jepa.full_offset)
         else:
-            layout = masks.three_pass(inputs, with_positions=False)
+            layout = layouts.three_pass(inputs, with_positions=False)
             empty = torch.full_like(inputs["labels"], -100)
             layout.kwargs["labels"] = torch.cat([inputs["labels"], empty, empty])
         out = model(**layout.kwargs, output_hidden_states=True)
@@ -179,7 +179,7 @@ class JepaTrainer(Trainer):
         self._window_start = time.perf_counter()
         self._window_step = self.state.global_step
 
-    def _record(self, layout: masks.Layout, lm_sum, lm_count, jepa) -> None:
+    def _record(self, layout: layouts.Layout, lm_sum, lm_count, jepa) -> None:
         w = self._window
         w["lm_sum"] = w["lm_sum"] + lm_sum
         w["lm_count"] = w["lm_count"] + lm_count
@@ -234,7 +234,7 @@ class JepaTrainer(Trainer):
         return out
 
     # ------------------------------------------------------------------------------
-    def _dump(self, inputs: dict, layout: masks.Layout) -> None:
+    def _dump(self, inputs: dict, layout: layouts.Layout) -> None:
         """--debug: show the first batch as the model sees it (rank 0)."""
         self._dumped = True
         if not self.is_world_process_zero():
@@ -243,7 +243,7 @@ class JepaTrainer(Trainer):
         logger.debug("first batch:\n%s", describe_batch(inputs, self.processing_class))
 
 
-def forward_layout(model, layout: masks.Layout, need_hidden: bool, logits_to_keep: bool = True):
+def forward_layout(model, layout: layouts.Layout, need_hidden: bool, logits_to_keep: bool = True):
     """One model call on a layout.
 
     Returns the last hidden state (None unless `need_hidden`), the logits of the labelled

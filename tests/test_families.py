@@ -11,7 +11,7 @@ import torch
 
 from conftest import assert_same_up_to_rounding as same, needs_shared, synthetic_rows, write_jsonl
 from llm_jepa import data as D
-from llm_jepa import losses, masks
+from llm_jepa import losses, layouts
 from llm_jepa.collate import PadCollator
 from llm_jepa.families import family_for
 from llm_jepa.tiny import save_tiny_model, tiny_config
@@ -55,8 +55,8 @@ def test_family_trains(tmp_path, kind, tokenizer_source, tiny_tokenizer):
 def layout_losses(model, layout):
     hidden, logits, keep = forward_layout(model, layout, need_hidden=True)
     lm, _ = losses.lm_loss_sum(logits, shifted_targets(layout.labels, keep))
-    t = masks.gather_embeddings(hidden, layout.text_at)
-    c = masks.gather_embeddings(hidden, layout.code_at)
+    t = layouts.gather_embeddings(hidden, layout.text_at)
+    c = layouts.gather_embeddings(hidden, layout.code_at)
     return lm, losses.cosine_loss(t, c)
 
 
@@ -75,7 +75,7 @@ def test_additive_equals_three_pass_for_every_family(kind, attn, tiny_tokenizer)
                                    D.ViewTokenizer(tiny_tokenizer, D.TokenizeOptions()), True)
     pad = tiny_tokenizer.pad_token_id
     with torch.no_grad():
-        lm3, j3 = layout_losses(model, masks.three_pass(PadCollator(pad, same_length=True)(feats)))
-        lma, ja = layout_losses(model, masks.additive(PadCollator(pad)(feats), torch.float32, pad, 512))
+        lm3, j3 = layout_losses(model, layouts.three_pass(PadCollator(pad, same_length=True)(feats)))
+        lma, ja = layout_losses(model, layouts.additive(PadCollator(pad)(feats), torch.float32, pad, 512))
     same(lma, lm3, what="lm loss sum")
     same(ja, j3, what="jepa loss")

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import synthetic_rows, write_jsonl
-from llm_jepa import losses, masks
+from llm_jepa import losses, layouts
 from llm_jepa import objectives as O
 from llm_jepa import train as T
 from llm_jepa.config import TrainConfig, parse_args
@@ -42,7 +42,7 @@ def test_builtin_objectives_are_the_pure_losses_on_the_layouts_positions():
     torch.manual_seed(0)
     hidden = torch.randn(3, 5, 4)
     text_at, code_at = (torch.tensor([0, 1]), torch.tensor([2, 4])), (torch.tensor([2, 2]), torch.tensor([0, 3]))
-    layout = masks.Layout(kwargs={}, labels=torch.zeros(3, 5, dtype=torch.long), text_at=text_at, code_at=code_at)
+    layout = layouts.Layout(kwargs={}, labels=torch.zeros(3, 5, dtype=torch.long), text_at=text_at, code_at=code_at)
     e = O.Embeddings(hidden, layout)
     t, c = hidden[[0, 1], [2, 4]], hidden[[2, 2], [0, 3]]
     for name, fn in (("cosine", losses.cosine_loss), ("l2", losses.l2_loss), ("mse", losses.mse_loss),

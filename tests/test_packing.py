@@ -9,7 +9,7 @@ import torch
 
 from conftest import assert_same_up_to_rounding as same, example, synthetic_rows
 from llm_jepa import data as D
-from llm_jepa import losses, masks
+from llm_jepa import losses, layouts
 from llm_jepa.collate import PackCollator, PadCollator, pack_segments, row_budget
 from llm_jepa.families import family_for
 from llm_jepa.tiny import tiny_config
@@ -96,8 +96,8 @@ def losses_and_grads(model, layout):
     model.zero_grad()
     hidden, logits, keep = forward_layout(model, layout, need_hidden=True)
     lm_sum, count = losses.lm_loss_sum(logits, shifted_targets(layout.labels, keep))
-    t = masks.gather_embeddings(hidden, layout.text_at)
-    c = masks.gather_embeddings(hidden, layout.code_at)
+    t = layouts.gather_embeddings(hidden, layout.text_at)
+    c = layouts.gather_embeddings(hidden, layout.code_at)
     lm, jepa = lm_sum / count, losses.cosine_loss(t, c)
     (lm + jepa).backward()
     grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
@@ -110,9 +110,9 @@ def test_packed_equals_three_pass(tiny_tokenizer, kind, lora):
     feats = features(tiny_tokenizer, kind)
     pad = tiny_tokenizer.pad_token_id
     model = model_for(kind, tiny_tokenizer, lora)
-    lm3, j3, g3 = losses_and_grads(model, masks.three_pass(PadCollator(pad, same_length=True)(feats)))
+    lm3, j3, g3 = losses_and_grads(model, layouts.three_pass(PadCollator(pad, same_length=True)(feats)))
     for budget in (None, 10 ** 6):  # rows as long as the longest view; one single row
-        lmp, jp, gp = losses_and_grads(model, masks.packed(PackCollator(pad, budget=budget)(feats)))
+        lmp, jp, gp = losses_and_grads(model, layouts.packed(PackCollator(pad, budget=budget)(feats)))
         same(lmp, lm3, what="lm loss")
         same(jp, j3, what="jepa loss")
         same(gp, g3, what="gradients")
@@ -125,7 +125,7 @@ def test_packed_eager_matches_too(tiny_tokenizer):
     pad = tiny_tokenizer.pad_token_id
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny_config("llama", tiny_tokenizer, attn_implementation="eager"))
-    lm3, j3, _ = losses_and_grads(model, masks.three_pass(PadCollator(pad, same_length=True)(feats)))
-    lmp, jp, _ = losses_and_grads(model, masks.packed(PackCollator(pad)(feats)))
+    lm3, j3, _ = losses_and_grads(model, layouts.three_pass(PadCollator(pad, same_length=True)(feats)))
+    lmp, jp, _ = losses_and_grads(model, layouts.packed(PackCollator(pad)(feats)))
     same(lmp, lm3, what="lm loss")
     same(jp, j3, what="jepa loss")

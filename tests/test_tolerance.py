@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import FP32_EPS, ULPS, assert_same_up_to_rounding as same, fp32_tolerance
-from llm_jepa import masks
+from llm_jepa import layouts
 from llm_jepa.collate import PackCollator, PadCollator
 from test_packing import features, losses_and_grads, model_for
 
@@ -47,8 +47,8 @@ def reference(tiny_tokenizer):
     feats = features(tiny_tokenizer)
     pad = tiny_tokenizer.pad_token_id
     model = model_for("llama", tiny_tokenizer, lora=False)
-    packed = masks.packed(PackCollator(pad)(feats))
-    three = losses_and_grads(model, masks.three_pass(PadCollator(pad, same_length=True)(feats)))
+    packed = layouts.packed(PackCollator(pad)(feats))
+    three = losses_and_grads(model, layouts.three_pass(PadCollator(pad, same_length=True)(feats)))
     return model, feats, pad, packed, three
 
 
@@ -61,7 +61,7 @@ def test_correct_layout_is_within_tolerance(reference):
 def test_embedding_read_one_token_early_fails(reference):
     model, _, _, packed, (_, j3, g3) = reference
     rows, pos = packed.text_at
-    _, jp, gp = losses_and_grads(model, masks.Layout(packed.kwargs, packed.labels, (rows, pos - 1), packed.code_at))
+    _, jp, gp = losses_and_grads(model, layouts.Layout(packed.kwargs, packed.labels, (rows, pos - 1), packed.code_at))
     assert _excess(jp, j3) > MARGIN and _excess(gp, g3) > MARGIN
 
 
@@ -74,16 +74,16 @@ def test_segments_that_do_not_restart_positions_fail(reference):
     model, _, _, packed, (_, j3, g3) = reference
     ids = packed.kwargs["input_ids"]
     kwargs = dict(packed.kwargs, position_ids=torch.arange(ids.shape[1]).expand_as(ids).contiguous())
-    _, jp, gp = losses_and_grads(model, masks.Layout(kwargs, packed.labels, packed.text_at, packed.code_at))
+    _, jp, gp = losses_and_grads(model, layouts.Layout(kwargs, packed.labels, packed.text_at, packed.code_at))
     assert _excess(jp, j3) > MARGIN and _excess(gp, g3) > MARGIN
 
 
 def test_additive_mask_letting_code_see_text_fails(reference):
     model, feats, pad, _, (_, j3, _) = reference
-    lay = masks.additive(PadCollator(pad)(feats), torch.float32, pad, 512)
+    lay = layouts.additive(PadCollator(pad)(feats), torch.float32, pad, 512)
     mask = lay.kwargs["attention_mask"]
     causal = torch.ones(mask.shape[-2:], dtype=torch.bool).tril()
     leaky = torch.where(causal, torch.zeros_like(mask), mask)  # plain causal: Code attends to Text
-    _, ja, _ = losses_and_grads(model, masks.Layout(dict(lay.kwargs, attention_mask=leaky), lay.labels,
+    _, ja, _ = losses_and_grads(model, layouts.Layout(dict(lay.kwargs, attention_mask=leaky), lay.labels,
                                                     lay.text_at, lay.code_at))
     assert _excess(ja, j3) > MARGIN

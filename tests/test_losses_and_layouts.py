@@ -8,7 +8,7 @@ import torch
 
 from conftest import assert_same_up_to_rounding as same, example, synthetic_rows
 from llm_jepa import data as D
-from llm_jepa import losses, masks
+from llm_jepa import losses, layouts
 from llm_jepa.collate import PadCollator
 from llm_jepa.families import family_by_name
 from llm_jepa.flops import segment_lengths
@@ -78,8 +78,8 @@ def batch_features(tokenizer, n=4, predictors=0):
 def run(model, layout):
     hidden, logits, keep = forward_layout(model, layout, need_hidden=True)
     lm, count = losses.lm_loss_sum(logits, shifted_targets(layout.labels, keep))
-    t = masks.gather_embeddings(hidden, layout.text_at)
-    c = masks.gather_embeddings(hidden, layout.code_at)
+    t = layouts.gather_embeddings(hidden, layout.text_at)
+    c = layouts.gather_embeddings(hidden, layout.code_at)
     return lm, count, t, c
 
 
@@ -89,8 +89,8 @@ def test_additive_equals_three_pass(tiny_tokenizer, attn, side):
     model = tiny_model(tiny_tokenizer, attn)
     feats = batch_features(tiny_tokenizer)
     pad = tiny_tokenizer.pad_token_id
-    three = masks.three_pass(PadCollator(pad, same_length=True, padding_side=side)(feats))
-    add = masks.additive(PadCollator(pad, padding_side=side)(feats), torch.float32, pad, 512)
+    three = layouts.three_pass(PadCollator(pad, same_length=True, padding_side=side)(feats))
+    add = layouts.additive(PadCollator(pad, padding_side=side)(feats), torch.float32, pad, 512)
     with torch.no_grad():
         lm3, n3, t3, c3 = run(model, three)
         lma, na, ta, ca = run(model, add)
@@ -105,8 +105,8 @@ def test_additive_gradients_equal_three_pass(tiny_tokenizer):
     feats = batch_features(tiny_tokenizer, predictors=0)
     pad = tiny_tokenizer.pad_token_id
     grads = []
-    for layout in (masks.three_pass(PadCollator(pad, same_length=True)(feats)),
-                   masks.additive(PadCollator(pad)(feats), torch.float32, pad, 512)):
+    for layout in (layouts.three_pass(PadCollator(pad, same_length=True)(feats)),
+                   layouts.additive(PadCollator(pad)(feats), torch.float32, pad, 512)):
         model = tiny_model(tiny_tokenizer, "sdpa")
         lm, count, t, c = run(model, layout)
         (lm / count + losses.cosine_loss(t, c)).backward()
@@ -118,8 +118,8 @@ def test_additive_mask_has_no_nan_under_eager_but_published_mask_does(tiny_token
     model = tiny_model(tiny_tokenizer, "eager")
     feats = batch_features(tiny_tokenizer)
     pad = tiny_tokenizer.pad_token_id
-    add = masks.additive(PadCollator(pad)(feats), torch.float32, pad, 512)
-    published = masks.additive_published(PadCollator(pad, pad_to=512, with_positions=False)(feats), -1)
+    add = layouts.additive(PadCollator(pad)(feats), torch.float32, pad, 512)
+    published = layouts.additive_published(PadCollator(pad, pad_to=512, with_positions=False)(feats), -1)
     with torch.no_grad():
         assert torch.isfinite(model(**add.kwargs).logits).all()
         assert torch.isnan(model(**{k: v for k, v in published.kwargs.items() if k != "labels"}).logits).any()
@@ -132,7 +132,7 @@ def test_additive_truncates_when_text_and_code_exceed_max_length(tiny_tokenizer)
     pad = tiny_tokenizer.pad_token_id
     batch = PadCollator(pad)(feats)
     t_len = batch["text_at"] + 1
-    add = masks.additive(batch, torch.float32, pad, max_length=int(t_len.max()) + 2)
+    add = layouts.additive(batch, torch.float32, pad, max_length=int(t_len.max()) + 2)
     cap = int(t_len.max()) + 2
     assert add.kwargs["input_ids"].shape[1] <= cap
     rows, code_pos = add.code_at
@@ -149,7 +149,7 @@ def test_published_additive_layout_structure(tiny_tokenizer):
     feats = batch_features(tiny_tokenizer)
     pad = tiny_tokenizer.pad_token_id
     batch = PadCollator(pad, pad_to=256, with_positions=False)(feats)
-    lay = masks.additive_published(batch, full_offset=-2)
+    lay = layouts.additive_published(batch, full_offset=-2)
     b = len(feats)
     ids, mask = lay.kwargs["input_ids"], lay.kwargs["attention_mask"]
     assert mask.dtype == torch.float32 and mask.shape == (2 * b, 1, 256, 256)
@@ -169,7 +169,7 @@ def test_segment_lengths_of_block_mask(tiny_tokenizer):
     feats = batch_features(tiny_tokenizer)
     pad = tiny_tokenizer.pad_token_id
     batch = PadCollator(pad)(feats)
-    add = masks.additive(batch, torch.float32, pad, 512)
+    add = layouts.additive(batch, torch.float32, pad, 512)
     expected = [len(f["input_ids"]) for f in feats] + [
         x for f in feats for x in (f["text_at"] + 1, f["code_at"] + 1)]
     assert sorted(segment_lengths(add).tolist()) == sorted(expected)
