@@ -24,9 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from llm_jepa import data as D  # noqa: E402
-from llm_jepa import generation as G  # noqa: E402
+from llm_jepa.data import read_examples  # noqa: E402
 from llm_jepa.families import family_by_name  # noqa: E402
+from llm_jepa.generation import GreedyGenerator, encode_prompts, prompt_text, published_generate  # noqa: E402
 from llm_jepa.tiny import conversation_texts, tiny_config, train_tokenizer  # noqa: E402
 
 MODELS = {"tiny": dict(hidden=64, layers=2, heads=4), "small": dict(hidden=256, layers=4, heads=4)}
@@ -36,20 +36,20 @@ def setup(args):
     from transformers import AutoModelForCausalLM
 
     data = Path(args.data)
-    train = D.read_examples(data / "synth_train.jsonl")[:4000]
+    train = read_examples(data / "synth_train.jsonl")[:4000]
     tok = train_tokenizer(conversation_texts(train), vocab_size=4096)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny_config("llama", tok, **MODELS[args.model])).eval()
-    rows = D.read_examples(data / "synth_test.jsonl")[: args.examples]
+    rows = read_examples(data / "synth_test.jsonl")[: args.examples]
     family = family_by_name("llama")
-    prompts = [G.prompt_text(tok, r, family, plain=False, template_kwargs={}) for r in rows]
+    prompts = [prompt_text(tok, r, family, plain=False, template_kwargs={}) for r in rows]
     return model, tok, prompts
 
 
 def interleaved(model, tok, prompts, new_tokens, batch_size):
     """(one-at-a-time outputs, seconds, batched outputs, seconds), batch by batch."""
-    ids = G.encode_prompts(tok, prompts, 512, paper_compat=True, plain=False)  # the tokens published_generate sees
-    gen = G.GreedyGenerator(model, tok, [tok.eos_token_id], batch_size=batch_size, max_new_tokens=new_tokens)
+    ids = encode_prompts(tok, prompts, 512, paper_compat=True, plain=False)  # the tokens published_generate sees
+    gen = GreedyGenerator(model, tok, [tok.eos_token_id], batch_size=batch_size, max_new_tokens=new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
     single, batched = [None] * len(prompts), [None] * len(prompts)
     single_s = batch_s = 0.0
@@ -60,7 +60,7 @@ def interleaved(model, tok, prompts, new_tokens, batch_size):
             batched[i] = out
         t1 = time.perf_counter()
         for i in chunk:
-            single[i] = G.published_generate(model, tok, prompts[i], 512, new_tokens)
+            single[i] = published_generate(model, tok, prompts[i], 512, new_tokens)
         single_s, batch_s = single_s + time.perf_counter() - t1, batch_s + t1 - t0
     return single, single_s, batched, batch_s
 

@@ -46,8 +46,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from train_step import analytic_flops, floor_ratio, load_rows, make_case, real_tokens, step  # noqa: E402
 
-from llm_jepa import data as D  # noqa: E402
-from llm_jepa import generation as G  # noqa: E402
+from llm_jepa.data import read_examples  # noqa: E402
+from llm_jepa.generation import GreedyGenerator, encode_prompts, end_of_turn_ids, prompt_text  # noqa: E402
 from llm_jepa.modeling import find_decoder, load_model, parameter_counts, resolve_dtype  # noqa: E402
 from llm_jepa.models import resolve_model_name  # noqa: E402
 from llm_jepa.tokenization import setup_tokenizer  # noqa: E402
@@ -215,13 +215,13 @@ def decode_rows(made: list[int]) -> list[int]:
 def generation_run(args, model, tok, family, template_kwargs) -> dict:
     """Greedy generation of synth_test prompts in batches, and the matmul-bound time of the
     same prefills and decoding steps."""
-    rows = D.read_examples(Path(args.data) / "synth_test.jsonl")[: args.gen_examples]
-    prompts = [G.prompt_text(tok, r, family, plain=False, template_kwargs=template_kwargs) for r in rows]
-    ids = G.encode_prompts(tok, prompts, args.max_length, paper_compat=False, plain=False)
-    stops = G.end_of_turn_ids(tok, family, template_kwargs, plain=False)
-    gen = G.GreedyGenerator(model, tok, stops, batch_size=args.gen_batch, max_new_tokens=args.new_tokens)
+    rows = read_examples(Path(args.data) / "synth_test.jsonl")[: args.gen_examples]
+    prompts = [prompt_text(tok, r, family, plain=False, template_kwargs=template_kwargs) for r in rows]
+    ids = encode_prompts(tok, prompts, args.max_length, paper_compat=False, plain=False)
+    stops = end_of_turn_ids(tok, family, template_kwargs, plain=False)
+    gen = GreedyGenerator(model, tok, stops, batch_size=args.gen_batch, max_new_tokens=args.new_tokens)
     model.eval()
-    G.GreedyGenerator(model, tok, stops, batch_size=2, max_new_tokens=4)(ids[:2], progress=False)  # warm-up
+    GreedyGenerator(model, tok, stops, batch_size=2, max_new_tokens=4)(ids[:2], progress=False)  # warm-up
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # the generator's own batches
     chunks = [[ids[i] for i in order[s:s + args.gen_batch]] for s in range(0, len(order), args.gen_batch)]
     seconds = bound = 0.0

@@ -34,8 +34,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from llm_jepa import data as D  # noqa: E402
 from llm_jepa.config import TrainConfig  # noqa: E402
+from llm_jepa.data import TokenizeOptions, ViewOptions, ViewRenderer, ViewTokenizer, read_examples, tokenize_examples  # noqa: E402
 from llm_jepa.families import family_for  # noqa: E402
 from llm_jepa.flops import batch_flops  # noqa: E402
 from llm_jepa.layouts import Layout  # noqa: E402
@@ -73,7 +73,7 @@ class Case:
 
 
 def load_rows(path: Path, n: int, seed: int) -> list[dict]:
-    rows = D.read_examples(path)
+    rows = read_examples(path)
     random.Random(seed).shuffle(rows)
     return rows[:n]
 
@@ -104,11 +104,11 @@ def build_model(args, tok):
 
 def features(cfg: TrainConfig, tok, rows: list[dict], kwargs: dict) -> list[dict]:
     family = family_for("llama", "llama")
-    opts = D.ViewOptions(predictors=cfg.predictors)
-    renderer = D.ViewRenderer(tok, family, opts, kwargs)
+    opts = ViewOptions(predictors=cfg.predictors)
+    renderer = ViewRenderer(tok, family, opts, kwargs)
     offset = -1 if cfg.paper_compat else None
-    vtok = D.ViewTokenizer(tok, D.TokenizeOptions(cfg.max_length, cfg.paper_compat, offset))
-    feats, _ = D.tokenize_examples(rows, renderer, vtok, with_views=not cfg.regular)
+    vtok = ViewTokenizer(tok, TokenizeOptions(cfg.max_length, cfg.paper_compat, offset))
+    feats, _ = tokenize_examples(rows, renderer, vtok, with_views=not cfg.regular)
     return feats
 
 

@@ -27,10 +27,19 @@ from pathlib import Path
 
 import torch
 
-from . import data as D
 from .config import ConfigError, EvalConfig, parse_eval_args
+from .data import DataError, example_problem, read_examples
 from .datasets import DatasetInfo, resolve_dataset
 from .families import Family, detect_family
+from .generation import (
+    GreedyGenerator,
+    continuation_logprobs,
+    encode_prompts,
+    end_of_turn_ids,
+    next_letter,
+    prompt_text,
+    published_generate,
+)
 from .metrics.base import mean_or_zero
 from .models import sha256_of
 from .runtime import setup_cpu_numerics, setup_logging
@@ -54,7 +63,7 @@ class Example:
 def load_examples(cfg: EvalConfig, info: DatasetInfo) -> list[Example]:
     if cfg.predictions:
         return _saved_predictions(cfg.predictions, cfg.max_examples)
-    rows = D.read_examples(cfg.input_file, needs_view_fields=False)
+    rows = read_examples(cfg.input_file, needs_view_fields=False)
     indices = list(range(len(rows)))
     if not cfg.nosplit_data:
         indices = _published_split(cfg, rows)
@@ -91,7 +100,7 @@ def _saved_predictions(path: str, limit: int | None) -> list[Example]:
             if limit and len(out) >= limit:
                 break
     if not out:
-        raise D.DataError(f"{path}: no predictions")
+        raise DataError(f"{path}: no predictions")
     return out
 
 
@@ -101,18 +110,18 @@ def _prediction_line(path: str, lineno: int, raw: bytes) -> dict | None:
         line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
     except UnicodeDecodeError as err:
         column = len(raw[:err.start].decode("utf-8", errors="replace")) + 1
-        raise D.DataError(f"{path}:{lineno}: not UTF-8 text: byte 0x{raw[err.start]:02x} at column {column} "
+        raise DataError(f"{path}:{lineno}: not UTF-8 text: byte 0x{raw[err.start]:02x} at column {column} "
                           f"({err.reason}); convert the file to UTF-8") from None
     if not line.strip():
         return None
     try:
         rec = json.loads(line)
     except json.JSONDecodeError as err:
-        raise D.DataError(f"{path}:{lineno}: bad JSON: {err.msg} (column {err.colno})") from None
+        raise DataError(f"{path}:{lineno}: bad JSON: {err.msg} (column {err.colno})") from None
     except (ValueError, RecursionError) as err:   # a 5000-digit number, nesting past the stack
-        raise D.DataError(f"{path}:{lineno}: bad JSON: {type(err).__name__}: {err}") from None
+        raise DataError(f"{path}:{lineno}: bad JSON: {type(err).__name__}: {err}") from None
     if not isinstance(rec, dict) or "messages" not in rec or "generation" not in rec:
-        raise D.DataError(f"{path}:{lineno}: a prediction row needs 'messages' and 'generation'")
+        raise DataError(f"{path}:{lineno}: a prediction row needs 'messages' and 'generation'")
     return rec
 
 
@@ -188,19 +197,17 @@ class BatchRunner:
     one would (same batch composition, same padding)."""
 
     def __init__(self, cfg: EvalConfig, info: DatasetInfo, loaded: Loaded, examples: list[Example]):
-        from . import generation as G
-
         self.cfg, self.loaded, self.examples = cfg, loaded, examples
         tok, family = loaded.tokenizer, loaded.family
-        self.prompts = [G.prompt_text(tok, ex.row, family, plain=cfg.plain, template_kwargs=loaded.template_kwargs)
+        self.prompts = [prompt_text(tok, ex.row, family, plain=cfg.plain, template_kwargs=loaded.template_kwargs)
                         for ex in examples]
         self.mode = ("hellaswag" if info.name == "hellaswag"
                      else "published" if cfg.paper_compat and cfg.eval_batch_size == 1 else "greedy")
         if self.mode == "greedy":
-            self.ids = G.encode_prompts(tok, self.prompts, cfg.max_length, cfg.paper_compat, cfg.plain)
-            stops = [tok.eos_token_id] if cfg.paper_compat else G.end_of_turn_ids(
+            self.ids = encode_prompts(tok, self.prompts, cfg.max_length, cfg.paper_compat, cfg.plain)
+            stops = [tok.eos_token_id] if cfg.paper_compat else end_of_turn_ids(
                 tok, family, loaded.template_kwargs, cfg.plain)
-            self.generator = G.GreedyGenerator(loaded.model, tok, stops, cfg.eval_batch_size, cfg.max_new_tokens,
+            self.generator = GreedyGenerator(loaded.model, tok, stops, cfg.eval_batch_size, cfg.max_new_tokens,
                                                cfg.max_length)
 
     def batches(self) -> list[list[int]]:
@@ -216,8 +223,6 @@ class BatchRunner:
 
     def run(self, batch: list[int]) -> list[Example]:
         """Fresh Examples of one batch, with their generations."""
-        from . import generation as G
-
         exs = [Example(self.examples[i].index, self.examples[i].row) for i in batch]
         prompts = [self.prompts[i] for i in batch]
         if self.mode == "hellaswag":
@@ -225,7 +230,7 @@ class BatchRunner:
         elif self.mode == "published":
             max_new = None if self.cfg.max_new_tokens == -1 else self.cfg.max_new_tokens
             for ex, prompt in zip(exs, prompts):
-                out = G.published_generate(self.loaded.model, self.loaded.tokenizer, prompt, self.cfg.max_length,
+                out = published_generate(self.loaded.model, self.loaded.tokenizer, prompt, self.cfg.max_length,
                                            max_new)
                 ex.generation, ex.seconds = out.text, out.seconds
         else:   # one batch of GreedyGenerator: already in its order, so it keeps the composition
@@ -238,7 +243,6 @@ def _hellaswag(cfg: EvalConfig, loaded: Loaded, examples: list[Example], prompts
     """The letter (next-token argmax over A-D on the prompt), then, except under
     --paper_compat, the log-likelihood of each ending on lm-eval's query (acc, acc_norm).
     A row whose endings cannot be read keeps its letter and has no acc (a warning says why)."""
-    from . import generation as G
     from .metrics.hellaswag import QUERY_KEY, lm_eval_request
 
     tok = loaded.tokenizer
@@ -247,8 +251,8 @@ def _hellaswag(cfg: EvalConfig, loaded: Loaded, examples: list[Example], prompts
         limit = None if cfg.max_new_tokens == -1 else cfg.max_new_tokens
         ids = [tok(p, truncation=True, max_length=limit)["input_ids"] for p in prompts]
     else:
-        ids = G.encode_prompts(tok, prompts, cfg.max_length, False, cfg.plain)
-    for ex, letter in zip(examples, G.next_letter(loaded.model, tok, ids, cfg.eval_batch_size)):
+        ids = encode_prompts(tok, prompts, cfg.max_length, False, cfg.plain)
+    for ex, letter in zip(examples, next_letter(loaded.model, tok, ids, cfg.eval_batch_size)):
         ex.generation = letter
     if cfg.paper_compat:
         return
@@ -260,7 +264,7 @@ def _hellaswag(cfg: EvalConfig, loaded: Loaded, examples: list[Example], prompts
             logger.warning("example %s: no acc / acc_norm: %s", ex.index, err)
     # lm-eval's requests: the query, then " " + choice; acc_norm divides by len(choice)
     pairs = [(query, " " + c) for _, query, choices, _ in requests for c in choices]
-    logps = G.continuation_logprobs(loaded.model, tok, pairs, cfg.eval_batch_size) if pairs else []
+    logps = continuation_logprobs(loaded.model, tok, pairs, cfg.eval_batch_size) if pairs else []
     for n, (ex, _, choices, kind) in enumerate(requests):
         ex.aux = {"ending_logprobs": logps[4 * n: 4 * n + 4], "ending_chars": [len(c) for c in choices],
                   QUERY_KEY: kind}
@@ -283,7 +287,7 @@ def prediction_problem(ex: Example) -> str | None:
     if not isinstance(ex.generation, str):
         kind = "null" if ex.generation is None else type(ex.generation).__name__
         return f"the generation is {kind}, not text"
-    return D.example_problem(ex.row)
+    return example_problem(ex.row)
 
 
 class Scorer:
@@ -648,7 +652,7 @@ def check_spider_databases(cfg: EvalConfig, info: DatasetInfo, examples: list[Ex
         raise ConfigError(f"--spider_path {folder}: no such folder (looked in {folder.resolve()})"
                           f"{_spider_candidates(src)}; {SPIDER_HINT}")
     if not needed:
-        raise D.DataError(f"{src}: no row names its database (a user message starting 'For db_id:[...]')")
+        raise DataError(f"{src}: no row names its database (a user message starting 'For db_id:[...]')")
     present = [db for db in needed if db_path(folder, db).is_file()]
     if not present:
         nested = " (it has a database/ folder: did you mean --spider_path " + str(folder / "database") + "?)" \
@@ -759,7 +763,7 @@ def _saved_rows(examples: list[Example], partial: PartialRows) -> dict[int, tupl
     for i, rec in partial.saved.items():
         if i >= len(examples) or rec.get("index") != examples[i].index \
                 or rec.get("messages") != examples[i].row.get("messages"):
-            raise D.DataError(f"{partial.path}: its row {i} does not belong to this evaluation; "
+            raise DataError(f"{partial.path}: its row {i} does not belong to this evaluation; "
                               "rerun with --no_skip_existing to start over")
         done[i] = _from_record(rec)
     return done
@@ -770,7 +774,7 @@ def check_scored(cfg: EvalConfig, examples: list[Example], scores: list, partial
     if any(s.correct is not None for s in scores):
         return
     reasons = Counter(s.note for s in scores).most_common(3)
-    raise D.DataError(f"{cfg.input_file or cfg.predictions}: none of the {len(examples)} rows could be scored ("
+    raise DataError(f"{cfg.input_file or cfg.predictions}: none of the {len(examples)} rows could be scored ("
                       + "; ".join(f"{n}: {reason}" for reason, n in reasons)
                       + f"); the rows and their reasons are in {partial}")
 
@@ -787,7 +791,7 @@ def main(argv=None) -> int:
     setup_cpu_numerics()
     try:
         run(cfg)
-    except (ConfigError, D.DataError) as err:   # bad input: one line, no traceback
+    except (ConfigError, DataError) as err:   # bad input: one line, no traceback
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import data as D
 from .collate import pad_batch
+from .data import TokenizeOptions, ViewOptions, ViewRenderer, ViewTokenizer, full_messages
 from .families import Family
 from .metrics.hellaswag import LETTERS
 from .tokenization import PERCEPTION, PLAIN_EOT, encode_texts
@@ -25,7 +25,7 @@ def prompt_text(tok, row: dict, family: Family, *, plain: bool, template_kwargs:
     msgs = row["messages"]
     if plain:
         return msgs[1]["content"] + PERCEPTION
-    convo = [m for m in D.full_messages(msgs[:3], family) if m["role"] != "assistant"]
+    convo = [m for m in full_messages(msgs[:3], family) if m["role"] != "assistant"]
     return tok.apply_chat_template(convo, tokenize=False, add_generation_prompt=True, **template_kwargs)
 
 
@@ -46,8 +46,8 @@ def end_of_turn_ids(tok, family: Family, template_kwargs: dict, plain: bool) -> 
     ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
     probe = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
                           {"role": "assistant", "content": "answer"}]}
-    renderer = D.ViewRenderer(tok, family, D.ViewOptions(plain=plain), template_kwargs)
-    vtok = D.ViewTokenizer(tok, D.TokenizeOptions(max_length=10 ** 6))
+    renderer = ViewRenderer(tok, family, ViewOptions(plain=plain), template_kwargs)
+    vtok = ViewTokenizer(tok, TokenizeOptions(max_length=10 ** 6))
     view = renderer.full(probe)
     (enc,) = vtok.encode([view], plain)
     labels, found = vtok.labels(enc, view, train_all=False)

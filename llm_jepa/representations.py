@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from . import data as D
 from .collate import pad_batch
+from .data import TokenizeOptions, ViewOptions, ViewRenderer, ViewTokenizer, tokenize_examples
 
 logger = logging.getLogger("llm_jepa")
 QUANTILES = (0.1, 0.2, 0.5, 0.8, 0.9)
@@ -45,10 +45,10 @@ def view_sequences(cfg, loaded, rows: list[dict], predictors: int, use_view_fiel
     tok = loaded.tokenizer
     if cfg.paper_compat:
         return _published_sequences(cfg, tok, rows)
-    opts = D.ViewOptions(predictors=predictors, plain=cfg.plain, use_view_fields=use_view_fields)
-    renderer = D.ViewRenderer(tok, loaded.family, opts, loaded.template_kwargs)
-    vtok = D.ViewTokenizer(tok, D.TokenizeOptions(max_length=cfg.max_length))
-    feats, _ = D.tokenize_examples(rows, renderer, vtok, with_views=True, name="similarity")
+    opts = ViewOptions(predictors=predictors, plain=cfg.plain, use_view_fields=use_view_fields)
+    renderer = ViewRenderer(tok, loaded.family, opts, loaded.template_kwargs)
+    vtok = ViewTokenizer(tok, TokenizeOptions(max_length=cfg.max_length))
+    feats, _ = tokenize_examples(rows, renderer, vtok, with_views=True, name="similarity")
     return ([f["text_input_ids"] for f in feats], [f["text_at"] for f in feats],
             [f["code_input_ids"] for f in feats], [f["code_at"] for f in feats])
 

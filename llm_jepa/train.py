@@ -16,16 +16,23 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from . import data as D
 from .collate import PackCollator, PadCollator
 from .config import ConfigError, TrainConfig, parse_args
+from .data import DataError, TokenizeOptions, ViewOptions, ViewRenderer, ViewTokenizer, read_examples, tokenize_examples
 from .datasets import dataset_for_path
 from .families import Family, detect_family
 from .flops import ProfilerFLOPCallback
-from .models import resolve_model_name
 from .modeling import TORCH_DTYPES, add_lora, load_model, merged_for_saving, parameter_dtype, resolve_dtype
-from .outputs import (OutputDirError, finished_steps, output_dir_action, prepare_output_dir,
-                      resume_checkpoint, write_checkpoint_marker, write_run_config)
+from .models import resolve_model_name
+from .outputs import (
+    OutputDirError,
+    finished_steps,
+    output_dir_action,
+    prepare_output_dir,
+    resume_checkpoint,
+    write_checkpoint_marker,
+    write_run_config,
+)
 from .runtime import is_rank0, setup_cpu_numerics, setup_logging, world_size
 from .splits import split_indices
 from .tokenization import TokenizerSetup, setup_tokenizer
@@ -44,7 +51,7 @@ def resolve_last_token(cfg: TrainConfig, family: Family) -> int | None:
     return cfg.last_token_offset
 
 
-def view_options(cfg: TrainConfig, path: str, predictors: int) -> D.ViewOptions:
+def view_options(cfg: TrainConfig, path: str, predictors: int) -> ViewOptions:
     info = dataset_for_path(path)
     if cfg.paper_compat:
         # Published: `data_file.startswith("hellaswag")`, which misses paths such as
@@ -52,7 +59,7 @@ def view_options(cfg: TrainConfig, path: str, predictors: int) -> D.ViewOptions:
         fields = str(path).startswith("hellaswag")
     else:
         fields = bool(info and info.view_fields)
-    return D.ViewOptions(predictors=predictors, front_pred=cfg.front_pred, reverse_pred=cfg.reverse_pred,
+    return ViewOptions(predictors=predictors, front_pred=cfg.front_pred, reverse_pred=cfg.reverse_pred,
                          plain=cfg.plain, train_all=cfg.train_all, use_view_fields=fields)
 
 
@@ -65,29 +72,29 @@ class Splits:
 
 def load_splits(cfg: TrainConfig, family: Family, tsetup: TokenizerSetup, offset: int | None) -> Splits:
     """Tokenized train (and eval) features."""
-    vtok = D.ViewTokenizer(tsetup.tokenizer, D.TokenizeOptions(cfg.max_length, cfg.paper_compat, offset))
+    vtok = ViewTokenizer(tsetup.tokenizer, TokenizeOptions(cfg.max_length, cfg.paper_compat, offset))
     with_views = not cfg.regular
 
     def featurize(path: str, rows: list[dict], predictors: int, name: str):
         opts = view_options(cfg, path, predictors)
-        renderer = D.ViewRenderer(tsetup.tokenizer, family, opts, tsetup.template_kwargs)
-        return D.tokenize_examples(rows, renderer, vtok, with_views, name=name)
+        renderer = ViewRenderer(tsetup.tokenizer, family, opts, tsetup.template_kwargs)
+        return tokenize_examples(rows, renderer, vtok, with_views, name=name)
 
     if cfg.data_file:
-        rows = D.read_examples(cfg.data_file, view_options(cfg, cfg.data_file, 0).use_view_fields,
+        rows = read_examples(cfg.data_file, view_options(cfg, cfg.data_file, 0).use_view_fields,
                                require_answer=True)
         train_idx, eval_idx = split_indices(len(rows), cfg.eval_split, cfg.split_seed)
         feats, stats = featurize(cfg.data_file, rows, cfg.predictors, "data")
         train = [feats[i] for i in train_idx]
         evals = [feats[i] for i in eval_idx] if eval_idx else None
         return Splits(train, evals, {"data": stats.__dict__})
-    rows = D.read_examples(cfg.train_file, view_options(cfg, cfg.train_file, 0).use_view_fields,
+    rows = read_examples(cfg.train_file, view_options(cfg, cfg.train_file, 0).use_view_fields,
                            require_answer=True)
     train, stats = featurize(cfg.train_file, rows, cfg.predictors, "train")
     out = {"train": stats.__dict__}
     evals = None
     if cfg.eval_file:
-        erows = D.read_examples(cfg.eval_file, view_options(cfg, cfg.eval_file, 0).use_view_fields,
+        erows = read_examples(cfg.eval_file, view_options(cfg, cfg.eval_file, 0).use_view_fields,
                                 require_answer=True)
         # The published eval set was built without predictor tokens.
         evals, estats = featurize(cfg.eval_file, erows, 0 if cfg.paper_compat else cfg.predictors, "eval")
@@ -296,7 +303,7 @@ def main(argv=None, defaults: dict | None = None) -> int:
     setup_cpu_numerics()
     try:
         run(cfg)
-    except (ConfigError, D.DataError, OutputDirError) as err:  # bad input: one message, no traceback
+    except (ConfigError, DataError, OutputDirError) as err:  # bad input: one message, no traceback
         print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -174,7 +174,7 @@ def captured(monkeypatch):
         pairs.extend(batch)
         return [[-12.0, -10.0, -14.0, -15.0][i % 4] for i in range(len(batch))]
 
-    monkeypatch.setattr("llm_jepa.generation.continuation_logprobs", fake)
+    monkeypatch.setattr("llm_jepa.evaluation.continuation_logprobs", fake)
     return pairs
 
 
