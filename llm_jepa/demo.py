@@ -17,8 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
+
+import torch
+
+from .config import parse_args, parse_eval_args
+from .data import read_examples
+from .environment import stack_line, stack_record
+from .evaluation import run as evaluate_run
+from .models import resolve_model_name
+from .regex_grammar import write_dataset
+from .runtime import setup_cpu_numerics, setup_logging
+from .tiny import conversation_texts, save_tiny_model, train_tokenizer
+from .train import run as train_run
 
 logger = logging.getLogger("llm_jepa")
 
@@ -78,25 +91,17 @@ def what_was_trained(args) -> str:
 
 
 def make_data(args, out: Path) -> tuple[Path, Path]:
-    from .regex_grammar import write_dataset
-
     return write_dataset(out / "data", args.n_train, args.n_test, seed=args.seed)
 
 
 def make_base_model(args, train_file: Path, out: Path) -> Path:
     """A tokenizer trained on the training text, and a tiny Llama config beside it."""
-    from .data import read_examples
-    from .tiny import conversation_texts, save_tiny_model, train_tokenizer
-
     tok = train_tokenizer(conversation_texts(read_examples(train_file)), args.vocab_size)
     return save_tiny_model(out / "base", "llama", tok, seed=args.seed, hidden=args.hidden, layers=args.layers,
                            heads=4)
 
 
 def train(args, method: str, base: Path, train_file: Path, out: Path) -> Path:
-    from .config import parse_args
-    from .train import run
-
     run_dir = out / method
     flags = ["--train_file", str(train_file), "--model_name", str(base), "--output_dir", str(run_dir),
              "--learning_rate", str(args.learning_rate),
@@ -111,15 +116,12 @@ def train(args, method: str, base: Path, train_file: Path, out: Path) -> Path:
         flags.append("--regular")
     else:
         flags += ["--lbd", str(args.lbd), "--predictors", str(args.predictors)]
-    run(parse_args(flags))
+    train_run(parse_args(flags))
     return run_dir
 
 
 def evaluate(run_dir: Path, test_file: Path) -> dict:
-    from .config import parse_eval_args
-    from .evaluation import run
-
-    return run(parse_eval_args([
+    return evaluate_run(parse_eval_args([
         "--model_name", str(run_dir), "--input_file", str(test_file), "--dataset", "synth", "--nosplit_data",
         "--output_file", str(run_dir / "eval" / "demo_test.jsonl"), "--max_new_tokens", "64",
         "--eval_batch_size", "64", "--dtype", "fp32"]))
@@ -159,15 +161,6 @@ def table(summaries: dict[str, dict]) -> str:
 
 
 def main(argv=None) -> int:
-    import shutil
-
-    from .runtime import setup_cpu_numerics, setup_logging
-
-    import torch
-
-    from .environment import stack_line, stack_record
-    from .models import resolve_model_name
-
     args = parse(argv)
     setup_logging(False)
     setup_cpu_numerics()

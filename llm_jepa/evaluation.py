@@ -30,6 +30,7 @@ import torch
 from .config import ConfigError, EvalConfig, parse_eval_args
 from .data import DataError, example_problem, read_examples
 from .datasets import DatasetInfo, resolve_dataset
+from .environment import stack_record
 from .families import Family, detect_family
 from .generation import (
     GreedyGenerator,
@@ -40,10 +41,19 @@ from .generation import (
     prompt_text,
     published_generate,
 )
+from .metrics import RowScore, ScoreContext, get_metric, startswith_match
 from .metrics.base import mean_or_zero
-from .models import sha256_of
+from .metrics.hellaswag import QUERY_KEY, lm_eval_request
+from .metrics.published import published_score
+from .modeling import TORCH_DTYPES, resolve_dtype
+from .models import resolve_model_name, sha256_of
+from .outputs import RUN_CONFIG
+from .report import main as report_main
+from .representations import similarity_report
 from .runtime import setup_cpu_numerics, setup_logging
 from .splits import split_indices
+from .sql_exec import db_path, parse_db_id
+from .tokenization import setup_tokenizer
 
 logger = logging.getLogger("llm_jepa")
 
@@ -74,7 +84,6 @@ def load_examples(cfg: EvalConfig, info: DatasetInfo) -> list[Example]:
 
 def _published_split(cfg: EvalConfig, rows: list[dict]) -> list[int]:
     """Without --nosplit_data the published script splits the file and evaluates a split."""
-
     train, test = split_indices(len(rows), cfg.test_size, cfg.split_seed)
     for path, idx in ((cfg.train_file, train), (cfg.test_file, test)):
         if path:
@@ -140,10 +149,6 @@ class Loaded:
 def load_model(cfg: EvalConfig) -> Loaded:
     from transformers import AutoModelForCausalLM
 
-    from .modeling import TORCH_DTYPES, resolve_dtype
-    from .models import resolve_model_name
-    from .tokenization import setup_tokenizer
-
     # A short name (smollm2-135m-instruct) loads from its converted folder, fetched on first use.
     model_dir = resolve_model_name(cfg.model_name)
     family = detect_family(resolve_model_name(cfg.original_model_name) if cfg.original_model_name else model_dir)
@@ -178,8 +183,6 @@ def _quantization(cfg: EvalConfig):
 
 def training_config(model_name: str | None) -> dict | None:
     """The `config` of the run_config.json finetune.py wrote into the model directory."""
-    from .outputs import RUN_CONFIG
-
     path = Path(model_name or "") / RUN_CONFIG
     if path.is_file():
         return json.loads(path.read_text()).get("config")
@@ -195,7 +198,6 @@ class BatchRunner:
     The batches depend only on the examples and the flags, never on how many rows an
     interrupted run already saved: a continued run generates exactly what an uninterrupted
     one would (same batch composition, same padding)."""
-
     def __init__(self, cfg: EvalConfig, info: DatasetInfo, loaded: Loaded, examples: list[Example]):
         self.cfg, self.loaded, self.examples = cfg, loaded, examples
         tok, family = loaded.tokenizer, loaded.family
@@ -243,8 +245,6 @@ def _hellaswag(cfg: EvalConfig, loaded: Loaded, examples: list[Example], prompts
     """The letter (next-token argmax over A-D on the prompt), then, except under
     --paper_compat, the log-likelihood of each ending on lm-eval's query (acc, acc_norm).
     A row whose endings cannot be read keeps its letter and has no acc (a warning says why)."""
-    from .metrics.hellaswag import QUERY_KEY, lm_eval_request
-
     tok = loaded.tokenizer
     if cfg.paper_compat:
         # Published: the prompt is truncated to max_new_tokens tokens (the end is cut off).
@@ -293,10 +293,7 @@ def prediction_problem(ex: Example) -> str | None:
 class Scorer:
     """Scores one example at a time: the dataset's metric, or the published scoring under
     --paper_compat. A row that cannot be scored is wrong, with its reason, and the run goes on."""
-
     def __init__(self, cfg: EvalConfig, info: DatasetInfo):
-        from .metrics import ScoreContext, get_metric
-
         self.cfg, self.info, self.metric = cfg, info, get_metric(info.metric)
         self.primary = "published" if cfg.paper_compat else self.metric.primary
         # Every flag named like a ScoreContext field (spider_path, sql_timeout, ...) reaches the metrics.
@@ -305,8 +302,6 @@ class Scorer:
         self.unscorable = 0
 
     def __call__(self, ex: Example):
-        from .metrics import RowScore, startswith_match
-
         problem = prediction_problem(ex)
         if problem is None:
             try:
@@ -325,9 +320,6 @@ class Scorer:
         return sc
 
     def _score(self, ex: Example):
-        from .metrics import RowScore
-        from .metrics.published import published_score
-
         if not self.cfg.paper_compat:
             return self.metric.score(ex.generation, ex.row, self.ctx, ex.aux or None)
         ok, note = ex.generation == ex.row["messages"][2]["content"], ""
@@ -338,8 +330,6 @@ class Scorer:
 
     def summarize(self, examples: list[Example], scores: list) -> dict:
         """The summary metrics of a run (--startswith apart, as its own rate)."""
-        from .metrics import RowScore
-
         if self.cfg.paper_compat:
             summary = {"accuracy": _rate([s.correct for s in scores])}
         else:
@@ -474,8 +464,6 @@ def _row_record(ex: Example, sc) -> dict:
 
 def _from_record(rec: dict):
     """The Example and RowScore a row record was made from (a continued run's saved rows)."""
-    from .metrics import RowScore
-
     row = {k: rec[k] for k in ("messages", "text", "code") if k in rec}
     ex = Example(rec["index"], row, rec["generation"], rec["latency"], rec.get("aux", {}))
     metrics = {k: v for k, v in rec.items() if k not in RECORD_KEYS}
@@ -483,8 +471,6 @@ def _from_record(rec: dict):
 
 
 def _summary(cfg, info, examples, scores, metrics, training, extra) -> dict:
-    from .environment import stack_record
-
     skipped = [{"index": ex.index, "reason": s.note} for ex, s in zip(examples, scores) if s.correct is None]
     unscorable = [{"index": ex.index, "reason": s.note[len(UNSCORABLE):]} for ex, s in zip(examples, scores)
                   if s.note.startswith(UNSCORABLE)]
@@ -514,7 +500,6 @@ class PartialRows:
     The same command (same flags, input file, model files) continues from the saved rows;
     anything else, or --no_skip_existing, starts over. An exclusive lock keeps two runs from
     writing the same file."""
-
     def __init__(self, path: Path, fingerprint: dict, restart: bool):
         self.path, self.fingerprint = path, fingerprint
         self.fh = None
@@ -640,7 +625,6 @@ def check_spider_databases(cfg: EvalConfig, info: DatasetInfo, examples: list[Ex
     rows name. Rows whose database alone is missing are skipped and counted, as before."""
     if not scores_sql(cfg, info):
         return
-    from .sql_exec import db_path, parse_db_id
 
     src = cfg.input_file or cfg.predictions
     needed = sorted({db for ex in examples if (db := parse_db_id(_content(ex.row, 1) or "")) is not None})
@@ -700,7 +684,6 @@ def run(cfg: EvalConfig) -> dict:
         check_scored(cfg, examples, scores, partial.path)
         metrics = scorer.summarize(examples, scores)
         if cfg.similarity:
-            from .representations import similarity_report
 
             loaded = loaded or load_model(cfg)
             extra["similarity"] = similarity_report(cfg, loaded, examples, scores, info.view_fields, training,
@@ -782,7 +765,6 @@ def check_scored(cfg: EvalConfig, examples: list[Example], scores: list, partial
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
-        from .report import main as report_main
 
         return report_main(argv[1:])
     cfg = parse_eval_args(argv)

@@ -23,6 +23,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from .environment import stack_record
 from .runtime import is_rank0
 
 MARKER = ".llm_jepa_run"
@@ -106,8 +107,6 @@ def write_run_config(out: Path, cfg, extra: dict) -> None:
     """Everything needed to know how the run was made: flags, resolved choices, versions.
 
     Written last and atomically: its presence means the run finished (`finished_steps`)."""
-    from .environment import stack_record
-
     record = {"config": dataclasses.asdict(cfg), **extra, "versions": stack_record(),
               "argv": sys.argv, "cwd": os.getcwd()}
     _write_atomic(out / RUN_CONFIG, json.dumps(record, indent=2, default=str) + "\n")

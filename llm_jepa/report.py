@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from .environment import KEY_PACKAGES
 from .objectives import ALIASES, DEFAULT, objective_name
 
 logger = logging.getLogger(__name__)
@@ -202,8 +203,6 @@ def _warn_mixed_configs(runs: list[dict], label: str) -> None:
 
 def software_of(s: dict) -> str:
     """The key package versions and thread count a summary records ("unknown" when it has none)."""
-    from .environment import KEY_PACKAGES
-
     v = s.get("versions") or {}
     parts = [f"{n} {v[n]}" for n in ("python", *KEY_PACKAGES) if v.get(n)]
     if v.get("torch_threads"):

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from transformers import Trainer
 
-from . import losses, layouts
+from . import layouts, losses
+from .collate import describe_batch
 from .flops import batch_flops
 from .modeling import causal_lm, find_decoder, parameter_counts
 from .objectives import MODULE_ATTR, Embeddings, attach_module, get_objective
@@ -239,7 +240,6 @@ class JepaTrainer(Trainer):
         self._dumped = True
         if not self.is_world_process_zero():
             return
-        from .collate import describe_batch
         logger.debug("first batch:\n%s", describe_batch(inputs, self.processing_class))
 
 
