@@ -35,14 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from llm_jepa.config import TrainConfig  # noqa: E402
-from llm_jepa.data import TokenizeOptions, ViewOptions, ViewRenderer, ViewTokenizer, read_examples, tokenize_examples  # noqa: E402
+from llm_jepa.data import read_examples  # noqa: E402
 from llm_jepa.families import family_for  # noqa: E402
 from llm_jepa.flops import batch_flops  # noqa: E402
 from llm_jepa.layouts import Layout  # noqa: E402
 from llm_jepa.modeling import parameter_counts  # noqa: E402
 from llm_jepa.tiny import conversation_texts, train_tokenizer  # noqa: E402
-from llm_jepa.tokenization import add_jepa_tokens  # noqa: E402
-from llm_jepa.train import jepa_settings, make_collator  # noqa: E402
+from llm_jepa.tokenization import TokenizerSetup, add_jepa_tokens  # noqa: E402
+from llm_jepa.train import featurize, jepa_settings, make_collator  # noqa: E402
 from llm_jepa.trainer import JepaTrainer  # noqa: E402
 
 # name -> TrainConfig flags; the first is the reference
@@ -103,12 +103,10 @@ def build_model(args, tok):
 
 
 def features(cfg: TrainConfig, tok, rows: list[dict], kwargs: dict) -> list[dict]:
-    family = family_for("llama", "llama")
-    opts = ViewOptions(predictors=cfg.predictors)
-    renderer = ViewRenderer(tok, family, opts, kwargs)
+    """The rows tokenized as finetune.py tokenizes them (Llama-family views)."""
+    setup = TokenizerSetup(tok, [], kwargs, False, kwargs.get("date_string"))
     offset = -1 if cfg.paper_compat else None
-    vtok = ViewTokenizer(tok, TokenizeOptions(cfg.max_length, cfg.paper_compat, offset))
-    feats, _ = tokenize_examples(rows, renderer, vtok, with_views=not cfg.regular)
+    feats, _ = featurize(cfg, family_for("llama", "llama"), setup, offset, "bench", rows, cfg.predictors, "bench")
     return feats
 
 

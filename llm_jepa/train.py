@@ -70,34 +70,37 @@ class Splits:
     stats: dict
 
 
+def featurize(cfg: TrainConfig, family: Family, tsetup: TokenizerSetup, offset: int | None, path: str,
+              rows: list[dict], predictors: int, name: str):
+    """(features, tokenization stats) of the rows of `path`, as training sees them."""
+    vtok = ViewTokenizer(tsetup.tokenizer, TokenizeOptions(cfg.max_length, cfg.paper_compat, offset))
+    renderer = ViewRenderer(tsetup.tokenizer, family, view_options(cfg, path, predictors), tsetup.template_kwargs)
+    return tokenize_examples(rows, renderer, vtok, not cfg.regular, name=name)
+
+
 def load_splits(cfg: TrainConfig, family: Family, tsetup: TokenizerSetup, offset: int | None) -> Splits:
     """Tokenized train (and eval) features."""
-    vtok = ViewTokenizer(tsetup.tokenizer, TokenizeOptions(cfg.max_length, cfg.paper_compat, offset))
-    with_views = not cfg.regular
-
-    def featurize(path: str, rows: list[dict], predictors: int, name: str):
-        opts = view_options(cfg, path, predictors)
-        renderer = ViewRenderer(tsetup.tokenizer, family, opts, tsetup.template_kwargs)
-        return tokenize_examples(rows, renderer, vtok, with_views, name=name)
+    def featurize_file(path: str, rows: list[dict], predictors: int, name: str):
+        return featurize(cfg, family, tsetup, offset, path, rows, predictors, name)
 
     if cfg.data_file:
         rows = read_examples(cfg.data_file, view_options(cfg, cfg.data_file, 0).use_view_fields,
                                require_answer=True)
         train_idx, eval_idx = split_indices(len(rows), cfg.eval_split, cfg.split_seed)
-        feats, stats = featurize(cfg.data_file, rows, cfg.predictors, "data")
+        feats, stats = featurize_file(cfg.data_file, rows, cfg.predictors, "data")
         train = [feats[i] for i in train_idx]
         evals = [feats[i] for i in eval_idx] if eval_idx else None
         return Splits(train, evals, {"data": stats.__dict__})
     rows = read_examples(cfg.train_file, view_options(cfg, cfg.train_file, 0).use_view_fields,
                            require_answer=True)
-    train, stats = featurize(cfg.train_file, rows, cfg.predictors, "train")
+    train, stats = featurize_file(cfg.train_file, rows, cfg.predictors, "train")
     out = {"train": stats.__dict__}
     evals = None
     if cfg.eval_file:
         erows = read_examples(cfg.eval_file, view_options(cfg, cfg.eval_file, 0).use_view_fields,
                                 require_answer=True)
         # The published eval set was built without predictor tokens.
-        evals, estats = featurize(cfg.eval_file, erows, 0 if cfg.paper_compat else cfg.predictors, "eval")
+        evals, estats = featurize_file(cfg.eval_file, erows, 0 if cfg.paper_compat else cfg.predictors, "eval")
         out["eval"] = estats.__dict__
     return Splits(train, evals, out)
 
