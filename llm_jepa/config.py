@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .behaviour import Published, unknown_names
 from .errors import ConfigError
 from .modeling import model_path_problem
 from .objectives import ALIASES, DEFAULT, OBJECTIVES, objective_name
@@ -122,9 +123,18 @@ class TrainConfig(Validated):
     track_flop: bool = _flag(False, "Profile the first 10 steps and print 'Step N: FLOPs: X'.")
     debug: int = _flag(0, "Any value > 0 logs at DEBUG level and dumps the first batch (views, labels, "
                           "embedding positions). Never exits early.")
-    paper_compat: bool = _flag(False, "Reproduce the published code's numerics, defects included.")
+    paper_compat: bool = _flag(False, "Reproduce the published code's numerics, defects included: every "
+                                      "switch of --published at once.")
+    published: str = _flag(
+        "", "Comma-separated published behaviours to reproduce, one at a time (llm_jepa/behaviour.py): "
+            + ", ".join(Published.names()) + ".")
 
     # ------------------------------------------------------------------------------------
+    @property
+    def behaviour(self) -> Published:
+        """The published behaviours this run reproduces (all of them with --paper_compat)."""
+        return Published.resolve(self.paper_compat, self.published)
+
     @property
     def layout(self) -> str:
         """How the views of a batch are laid out for the forward pass."""
@@ -132,8 +142,8 @@ class TrainConfig(Validated):
             return "regular"
         if self.additive_mask:
             return "additive"
-        # --paper_compat runs the published 3-pass layout
-        return "packed" if self.packing and not self.paper_compat else "3pass"
+        # the published forward runs the 3-pass layout
+        return "packed" if self.packing and not self.behaviour.forward else "3pass"
 
     @property
     def last_token_offset(self) -> int | None:
@@ -153,6 +163,9 @@ class TrainConfig(Validated):
             out.append("--eval_file cannot be used with --data_file (it is split by --eval_split)")
         out.extend(self._float_problems())
         out.extend(self._objective_problems())
+        unknown = unknown_names(self.published)
+        if unknown:
+            out.append(f"--published: unknown behaviour {', '.join(unknown)}; known: {', '.join(Published.names())}")
         if not 0 <= self.predictors <= 10:
             out.append(f"--predictors must be between 0 and 10, got {self.predictors}")
         if self.last_token not in ("auto", "family"):
@@ -317,7 +330,8 @@ def parse_args(argv: Sequence[str] | None = None, defaults: dict[str, Any] | Non
     parser = build_parser(defaults)
     ns = parser.parse_args(argv)
     cfg = TrainConfig(**vars(ns))
-    if cfg.paper_compat and "last_token" not in _given_flags(argv) and "last_token" not in (defaults or {}):
+    if not unknown_names(cfg.published) and cfg.behaviour.last_token and "last_token" not in _given_flags(argv) \
+            and "last_token" not in (defaults or {}):
         cfg.last_token = "-1"  # the published command-line default
     try:
         return cfg.validate(check_inputs=check_inputs)

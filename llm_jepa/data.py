@@ -256,8 +256,9 @@ class TokenizeStats:
 @dataclass(frozen=True)
 class TokenizeOptions:
     max_length: int = 512
-    paper_compat: bool = False
+    published_labels: bool = False   # labels on every non-pad token (behaviour.Published.labels)
     last_token: int | None = None     # integer offset from the end, or None = auto
+    double_bos: bool = False          # always let the tokenizer add BOS (behaviour.Published.double_bos)
 
 
 class ViewTokenizer:
@@ -271,7 +272,7 @@ class ViewTokenizer:
 
     def encode(self, views: list[RenderedView], plain: bool) -> list[dict]:
         """Token ids and offsets of each view (not yet truncated)."""
-        enc = encode_texts(self.tok, [v.text for v in views], self.opts.paper_compat or plain,
+        enc = encode_texts(self.tok, [v.text for v in views], self.opts.double_bos or plain,
                            return_offsets_mapping=True)
         return [{"ids": e["input_ids"], "offsets": e["offset_mapping"]} for e in enc]
 
@@ -285,7 +286,7 @@ class ViewTokenizer:
     def labels(self, enc: dict, view: RenderedView, train_all: bool) -> tuple[list[int], bool]:
         """LM labels of a Full view, and whether an end-of-turn token was found."""
         ids = enc["ids"]
-        if self.opts.paper_compat:
+        if self.opts.published_labels:
             # DataCollatorForLanguageModeling: every token, except those equal to pad.
             return [t if t != self.pad_id else -100 for t in ids], True
         if train_all:

@@ -41,10 +41,10 @@ def cpu_has_bf16_matmul() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def parameter_dtype(compute: str, paper_compat: bool) -> torch.dtype:
-    """Weights stay fp32 (mixed precision) unless --paper_compat, which, as published,
-    holds the weights and the AdamW update in bf16."""
-    return TORCH_DTYPES[compute] if paper_compat else torch.float32
+def parameter_dtype(compute: str, weights_in_compute_dtype: bool) -> torch.dtype:
+    """Weights stay fp32 (mixed precision), unless weights_in_compute_dtype: as published,
+    the weights and the AdamW update in the compute dtype (bf16)."""
+    return TORCH_DTYPES[compute] if weights_in_compute_dtype else torch.float32
 
 
 def load_model(model_name: str, family: Family, *, dtype: torch.dtype, attn_implementation: str | None,
@@ -154,11 +154,11 @@ def _resize_embeddings(model, vocab_size: int, seed: int | None) -> None:
         model.resize_token_embeddings(vocab_size)
 
 
-def add_lora(model, family: Family, rank: int, paper_compat: bool):
+def add_lora(model, family: Family, rank: int, published_targets: bool):
     """LoRA r, alpha 2r, dropout 0.1 on the family's projections."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    targets = PUBLISHED_LORA_TARGETS if paper_compat else family.lora_targets
+    targets = PUBLISHED_LORA_TARGETS if published_targets else family.lora_targets
     config = LoraConfig(task_type=TaskType.CAUSAL_LM, inference_mode=False, r=rank, lora_alpha=2 * rank,
                         lora_dropout=0.1, target_modules=list(targets) if isinstance(targets, tuple) else targets)
     model = get_peft_model(model, config)

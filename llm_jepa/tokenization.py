@@ -6,6 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from .behaviour import Published
 from .errors import ConfigError
 from .families import SIMPLE_CHAT_TEMPLATE, Family
 from .modeling import model_path_problem
@@ -42,8 +43,11 @@ def tokenizer_source(model_name: str, family: Family, override: str | None) -> s
 
 
 def setup_tokenizer(model_name: str, family: Family, *, override: str | None = None,
-                    paper_compat: bool = False, date_string: str | None = None) -> TokenizerSetup:
-    """Load the tokenizer and make it ready for the three JEPA views."""
+                    paper_compat: bool = False, date_string: str | None = None,
+                    published: Published | None = None) -> TokenizerSetup:
+    """Load the tokenizer and make it ready for the three JEPA views. `published`: the
+    published behaviours to reproduce (default: all of them with paper_compat, else none)."""
+    published = published or Published.resolve(paper_compat, "")
     from transformers import AutoTokenizer
 
     source = tokenizer_source(model_name, family, override)
@@ -53,28 +57,28 @@ def setup_tokenizer(model_name: str, family: Family, *, override: str | None = N
     if problem:  # before transformers, which calls a missing path a malformed repo id
         raise ConfigError(problem)
     tok = AutoTokenizer.from_pretrained(source)
-    fallback = _ensure_template(tok, family, paper_compat)
+    fallback = _ensure_template(tok, family, published.no_fallback_template)
     if family.bos_token:
         tok.add_special_tokens({"bos_token": family.bos_token})
-    new_tokens = add_jepa_tokens(tok, paper_compat)
+    new_tokens = add_jepa_tokens(tok, published.special_tokens)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    if not paper_compat and date_string is None:
+    if not published.template_date and date_string is None:
         date_string = PINNED_DATE
-    kwargs = dict(family.template_kwargs) if not paper_compat else {}
+    kwargs = dict(family.template_kwargs) if not published.template_date else {}
     if date_string is not None:
         kwargs["date_string"] = date_string
     return TokenizerSetup(tok, new_tokens, kwargs, fallback, date_string)
 
 
-def _ensure_template(tok, family: Family, paper_compat: bool) -> bool:
+def _ensure_template(tok, family: Family, stop_without_template: bool) -> bool:
     """Give the tokenizer its family template, or the fallback when it has none."""
     if family.chat_template:
         tok.chat_template = family.chat_template
         return False
     if tok.chat_template:
         return False
-    if paper_compat:
+    if stop_without_template:
         raise ValueError(
             "the tokenizer has no chat template; the published code stops here. Use --plain, "
             "or drop --paper_compat to get the documented fallback template.")
@@ -83,12 +87,12 @@ def _ensure_template(tok, family: Family, paper_compat: bool) -> bool:
     return True
 
 
-def add_jepa_tokens(tok, paper_compat: bool = False) -> list[str]:
+def add_jepa_tokens(tok, replace_extra_special: bool = False) -> list[str]:
     """Add the predictor and header tokens that the tokenizer lacks; return them."""
     vocab = tok.get_vocab()
     new = [t for t in JEPA_SPECIAL_TOKENS if t not in vocab]
     if new:
-        if paper_compat:
+        if replace_extra_special:   # published
             tok.add_special_tokens({"additional_special_tokens": new})
         else:
             # Keep the tokenizer's own extra special tokens (Qwen's <|im_start|> ...).

@@ -53,7 +53,7 @@ def resolve_last_token(cfg: TrainConfig, family: Family) -> int | None:
 
 def view_options(cfg: TrainConfig, path: str, predictors: int) -> ViewOptions:
     info = dataset_for_path(path)
-    if cfg.paper_compat:
+    if cfg.behaviour.view_fields:
         # Published: `data_file.startswith("hellaswag")`, which misses paths such as
         # datasets/hellaswag_train.jsonl.
         fields = str(path).startswith("hellaswag")
@@ -73,7 +73,8 @@ class Splits:
 def featurize(cfg: TrainConfig, family: Family, tsetup: TokenizerSetup, offset: int | None, path: str,
               rows: list[dict], predictors: int, name: str):
     """(features, tokenization stats) of the rows of `path`, as training sees them."""
-    vtok = ViewTokenizer(tsetup.tokenizer, TokenizeOptions(cfg.max_length, cfg.paper_compat, offset))
+    vtok = ViewTokenizer(tsetup.tokenizer, TokenizeOptions(cfg.max_length, cfg.behaviour.labels, offset,
+                                                                 cfg.behaviour.double_bos))
     renderer = ViewRenderer(tsetup.tokenizer, family, view_options(cfg, path, predictors), tsetup.template_kwargs)
     return tokenize_examples(rows, renderer, vtok, not cfg.regular, name=name)
 
@@ -100,7 +101,8 @@ def load_splits(cfg: TrainConfig, family: Family, tsetup: TokenizerSetup, offset
         erows = read_examples(cfg.eval_file, view_options(cfg, cfg.eval_file, 0).use_view_fields,
                                 require_answer=True)
         # The published eval set was built without predictor tokens.
-        evals, estats = featurize_file(cfg.eval_file, erows, 0 if cfg.paper_compat else cfg.predictors, "eval")
+        evals, estats = featurize_file(cfg.eval_file, erows, 0 if cfg.behaviour.eval_predictors else cfg.predictors,
+                                        "eval")
         out["eval"] = estats.__dict__
     return Splits(train, evals, out)
 
@@ -139,7 +141,7 @@ def same_flop_factor(cfg: TrainConfig, token_ratio: float = 2.0) -> float:
     not padded, so a step costs 1 + p * token_ratio, with p the fraction of steps that
     compute JEPA and token_ratio the Text+Code tokens per Full token of the training data.
     """
-    if cfg.paper_compat:
+    if cfg.behaviour.same_flop:
         if cfg.jepa_ratio > 0.0:
             return 1 + cfg.jepa_ratio
         return 2 if cfg.additive_mask else 1 if cfg.regular else 3
@@ -184,7 +186,7 @@ def use_gradient_checkpointing(cfg: TrainConfig, model_dir: str | None = None, f
     step in 0.80x and a packed JEPA step in 0.94x the time with it off (bench/real_model.py)."""
     if cfg.gradient_checkpointing is not None:
         return cfg.gradient_checkpointing
-    if cfg.paper_compat or torch.cuda.is_available() or model_dir is None or not feats:
+    if cfg.behaviour.checkpointing or torch.cuda.is_available() or model_dir is None or not feats:
         return True
     shape = model_shape(model_dir)
     if shape is None:  # an architecture we cannot size: the published default
@@ -264,7 +266,7 @@ def training_arguments(cfg: TrainConfig, out: str, compute: str, save_steps: int
         checkpointing = use_gradient_checkpointing(cfg)
 
     on_gpu = torch.cuda.is_available()
-    ckpt_kwargs = None if cfg.paper_compat else {"use_reentrant": False}
+    ckpt_kwargs = None if cfg.behaviour.checkpointing else {"use_reentrant": False}
     return TrainingArguments(
         output_dir=out,
         per_device_train_batch_size=cfg.batch_size,
@@ -320,11 +322,11 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
     # use; cfg keeps the name as given, for run_config.json and the report's labels.
     model_dir = resolve_model_name(cfg.model_name)
     family = detect_family(model_dir)
-    compute = resolve_dtype(cfg.dtype, training=not cfg.paper_compat)
+    compute = resolve_dtype(cfg.dtype, training=not cfg.behaviour.cpu_dtype)
     if cfg.fsdp and not torch.cuda.is_available():
         logger.warning("--fsdp needs GPUs: accelerate does not shard on CPU, so this run is plain DDP")
     tsetup = setup_tokenizer(model_dir, family, override=cfg.tokenizer_name and resolve_model_name(cfg.tokenizer_name),
-                             paper_compat=cfg.paper_compat, date_string=cfg.date_string)
+                             date_string=cfg.date_string, published=cfg.behaviour)
     offset = resolve_last_token(cfg, family)
     logger.info("family %s, compute dtype %s, last_token %s, template date %s", family.name, compute,
                 "auto" if offset is None else offset, tsetup.date_string or "today (published)")
@@ -357,7 +359,7 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
             "layout": cfg.layout, "jepa_loss": cfg.objective,
             "new_tokens": tsetup.new_tokens, "tokenize_stats": splits.stats, "save_steps": save_steps,
             "num_epochs": epochs, "global_steps": trainer.state.global_step, "world_size": args.world_size,
-            "gradient_checkpointing": checkpointing})
+            "gradient_checkpointing": checkpointing, "published": cfg.behaviour.on()})
         logger.info("Training completed; model saved to %s", out)
     return trainer
 
@@ -399,22 +401,22 @@ def make_collator(cfg: TrainConfig, pad_id: int, tokenizer_padding_side: str):
         return PackCollator(pad_id, budget=budget)
     return PadCollator(
         pad_id=pad_id, with_views=not cfg.regular,
-        pad_to=cfg.max_length if cfg.paper_compat else None,
-        same_length=cfg.layout == "3pass", with_positions=not cfg.paper_compat,
-        padding_side=tokenizer_padding_side if cfg.paper_compat else "left")
+        pad_to=cfg.max_length if cfg.behaviour.forward else None,
+        same_length=cfg.layout == "3pass", with_positions=not cfg.behaviour.forward,
+        padding_side=tokenizer_padding_side if cfg.behaviour.forward else "left")
 
 
 def build_trainer(cfg, family, tsetup, splits, args, compute, offset) -> JepaTrainer:
     tok = tsetup.tokenizer
     attn = family.large_model_attn if cfg.attn_implementation == "family" else cfg.attn_implementation
-    model = load_model(resolve_model_name(cfg.model_name), family, dtype=parameter_dtype(compute, cfg.paper_compat),
+    model = load_model(resolve_model_name(cfg.model_name), family, dtype=parameter_dtype(compute, cfg.behaviour.weights_dtype),
                        attn_implementation=attn, pretrain=cfg.pretrain,
                        seed=cfg.finetune_seed, vocab_size=len(tok) if tsetup.new_tokens else None,
-                       exact_resize=cfg.paper_compat)
+                       exact_resize=cfg.behaviour.vocab_shrink)
     if cfg.lora:
-        model = add_lora(model, family, cfg.lora_rank, cfg.paper_compat)
+        model = add_lora(model, family, cfg.lora_rank, cfg.behaviour.lora_targets)
     collator = make_collator(cfg, tok.pad_token_id, tok.padding_side)
-    if cfg.paper_compat and cfg.additive_mask and tok.padding_side == "left":
+    if cfg.behaviour.forward and cfg.additive_mask and tok.padding_side == "left":
         raise ValueError("the published additive mask assumes right padding, but this tokenizer pads "
                          "left; drop --paper_compat (the default additive mask handles both)")
     settings = jepa_settings(cfg, tok.pad_token_id, TORCH_DTYPES[compute], offset)
@@ -428,7 +430,7 @@ def jepa_settings(cfg: TrainConfig, pad_id: int, compute_dtype: torch.dtype, ful
     """The trainer's settings: the configuration's choices plus what was resolved at run time."""
     return JepaSettings(
         layout=cfg.layout, loss=cfg.objective, lbd=cfg.lbd, gamma=cfg.gamma, jepa_ratio=cfg.jepa_ratio,
-        paper_compat=cfg.paper_compat, max_length=cfg.max_length, pad_id=pad_id, compute_dtype=compute_dtype,
+        published_forward=cfg.behaviour.forward, max_length=cfg.max_length, pad_id=pad_id, compute_dtype=compute_dtype,
         full_offset=full_offset, seed=cfg.finetune_seed, debug_dump=cfg.debug > 0)
 
 

@@ -38,7 +38,7 @@ class JepaSettings:
     lbd: float
     gamma: float
     jepa_ratio: float                  # > 0: compute JEPA on this fraction of micro-batches
-    paper_compat: bool
+    published_forward: bool           # behaviour.Published.forward
     max_length: int
     pad_id: int
     compute_dtype: torch.dtype
@@ -62,7 +62,7 @@ class JepaTrainer(Trainer):
             attach_module(causal_lm(self.model), self.objective, causal_lm(self.model).config.hidden_size)
         # Default: the returned loss is already normalised over the accumulated batch.
         # Compat: leave the decision to the Trainer, as the published trainer did.
-        self.loss_is_scaled_for_ga = None if jepa.paper_compat else True
+        self.loss_is_scaled_for_ga = None if jepa.published_forward else True
         # JEPA-loss dropout draws from its own generator: same decisions on every rank,
         # and no effect on the global RNG (dropout, sampling).
         self._dropout_rng = torch.Generator().manual_seed(jepa.seed)
@@ -76,7 +76,7 @@ class JepaTrainer(Trainer):
     # loss
     # ------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.jepa.paper_compat:
+        if self.jepa.published_forward:
             return self._published_loss(model, inputs, return_outputs, num_items_in_batch)
         use_jepa = self.jepa.layout != "regular" and self._draw_jepa(model.training)
         layout = self._layout(inputs, use_jepa)

@@ -17,7 +17,7 @@ GEMMA = family_by_name("gemma")
 def features(tok, family, rows, opts=None, paper_compat=False, last_token=None, kwargs=None, max_length=512):
     opts = opts or D.ViewOptions()
     renderer = D.ViewRenderer(tok, family, opts, kwargs or {})
-    vtok = D.ViewTokenizer(tok, D.TokenizeOptions(max_length, paper_compat, last_token))
+    vtok = D.ViewTokenizer(tok, D.TokenizeOptions(max_length, paper_compat, last_token, double_bos=paper_compat))
     return D.tokenize_examples(rows, renderer, vtok, with_views=True)
 
 

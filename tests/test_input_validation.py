@@ -28,7 +28,7 @@ def flag_error(capsys, *argv) -> str:
 
 def features(tok, rows, max_length=512, paper_compat=False, opts=None, name="train"):
     renderer = D.ViewRenderer(tok, LLAMA, opts or D.ViewOptions(), {})
-    vtok = D.ViewTokenizer(tok, D.TokenizeOptions(max_length, paper_compat, -1 if paper_compat else None))
+    vtok = D.ViewTokenizer(tok, D.TokenizeOptions(max_length, paper_compat, -1 if paper_compat else None, paper_compat))
     return D.tokenize_examples(rows, renderer, vtok, with_views=True, name=name)
 
 

@@ -20,7 +20,7 @@ L = 128
 def compat_batch(setup, family, rows, predictors, last_token=-1):
     tok = setup.tokenizer
     renderer = D.ViewRenderer(tok, family, D.ViewOptions(predictors=predictors), setup.template_kwargs)
-    vtok = D.ViewTokenizer(tok, D.TokenizeOptions(L, True, last_token))
+    vtok = D.ViewTokenizer(tok, D.TokenizeOptions(L, published_labels=True, last_token=last_token, double_bos=True))
     feats, _ = D.tokenize_examples(rows, renderer, vtok, with_views=True)
     return PadCollator(tok.pad_token_id, pad_to=L, same_length=True, with_positions=False,
                        padding_side=tok.padding_side)(feats)

@@ -172,7 +172,7 @@ def test_lora_marks_only_adapters_trainable(tiny_llama):
 
     model = load_model(str(tiny_llama), family_by_name("llama"), dtype=torch.float32, attn_implementation=None,
                        pretrain=False, seed=0, vocab_size=None)
-    model = add_lora(model, family_by_name("llama"), 4, paper_compat=False)
+    model = add_lora(model, family_by_name("llama"), 4, published_targets=False)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
 
