@@ -51,7 +51,7 @@ from llm_jepa.generation import GreedyGenerator, encode_prompts, end_of_turn_ids
 from llm_jepa.modeling import find_decoder, load_model, parameter_counts, resolve_dtype  # noqa: E402
 from llm_jepa.models import resolve_model_name  # noqa: E402
 from llm_jepa.tokenization import setup_tokenizer  # noqa: E402
-from llm_jepa.train import detect_family  # noqa: E402
+from llm_jepa.families import detect_family  # noqa: E402
 
 logger = logging.getLogger("bench.real_model")
 

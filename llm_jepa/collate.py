@@ -131,7 +131,7 @@ class PackCollator:
     padding before it continues the previous segment's positions, so it forms no segment of
     its own; it carries no labels and nothing real attends to it.
 
-    budget: tokens per row. None: chosen per batch by `row_budget` (a few segments per row,
+    budget: tokens per row. None: chosen per batch by `cheapest_packing` (a few segments per row,
     little padding, short attention); a large value packs everything into one row
     (flash-attention varlen).
     """
@@ -147,8 +147,10 @@ class PackCollator:
                 segs.append((f[f"{view}_input_ids"], None, view, i))
         lengths = [len(s[0]) for s in segs]
         fulls = frozenset(i for i, s in enumerate(segs) if s[2] == "full")
-        budget = self.budget or row_budget(lengths, fulls)
-        rows = pack_segments(lengths, max(budget, max(lengths)), fulls)
+        if self.budget:
+            rows = pack_segments(lengths, max(self.budget, max(lengths)), fulls)
+        else:
+            _, rows = cheapest_packing(lengths, fulls)
         width = max(sum(lengths[s] for s in row) for row in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -171,7 +173,7 @@ class PackCollator:
         return batch
 
 
-# Row widths tried by `row_budget`, in multiples of the batch's longest segment.
+# Row widths tried by `cheapest_packing`, in multiples of the batch's longest segment.
 BUDGET_FACTORS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 # The row width at which a token's attention (over the whole row: the block-diagonal mask
 # is applied to a full width x width score matrix) costs as much as its linear layers:
@@ -180,21 +182,21 @@ BUDGET_FACTORS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 ATTENTION_WIDTH = 3072
 
 
-def row_budget(lengths: list[int], anchors: frozenset[int]) -> int:
-    """The tokens per row that make a batch cheapest: every candidate width is packed and
-    costed as rows x width (the linear layers run on padding too) x (1 + width /
-    ATTENTION_WIDTH). Rows as long as the longest segment waste the most when no two
-    segments fit together: SmolLM2's Text and Code views (its chat template repeats a
-    system prompt in each) are each over half its Full view, so such rows held one view
-    each and a quarter of the computed tokens were padding."""
-    longest = max(lengths)
-
-    def cost(budget: int) -> float:
-        rows = pack_segments(lengths, budget, anchors)
+def cheapest_packing(lengths: list[int], anchors: frozenset[int]) -> tuple[int, list[list[int]]]:
+    """(tokens per row, `pack_segments` rows) of the packing that makes a batch cheapest: the batch is packed
+    at every candidate width and each packing costed as rows x width (the linear layers run
+    on padding too) x (1 + width / ATTENTION_WIDTH); ties go to the narrower rows. Rows as
+    long as the longest segment waste the most when no two segments fit together:
+    SmolLM2's Text and Code views (its chat template repeats a system prompt in each) are
+    each over half its Full view, so such rows held one view each and a quarter of the
+    computed tokens were padding."""
+    def cost(rows: list[list[int]]) -> float:
         width = max(sum(lengths[s] for s in row) for row in rows)
         return len(rows) * width * (1 + width / ATTENTION_WIDTH)
 
-    return min((int(longest * f) for f in BUDGET_FACTORS), key=lambda b: (cost(b), b))
+    budgets = [int(max(lengths) * f) for f in BUDGET_FACTORS]
+    packings = [(b, pack_segments(lengths, b, anchors)) for b in budgets]
+    return min(packings, key=lambda p: cost(p[1]))   # min keeps the first (narrowest) of equal costs
 
 
 def _placements(row: list[int], lengths: list[int], fulls: frozenset, width: int):

@@ -109,8 +109,9 @@ class TrainConfig(Validated):
                 "from the tokenizer), 'family' (the published per-family offset), or an integer offset "
                 "from the end of the view (published; default -1 under --paper_compat).")
     jepa_loss: str = _flag(
-        "cosine", "The JEPA objective, by name in the objectives registry (llm_jepa/objectives.py): cosine "
-                  "(1 - cos), l2, mse, infonce, or one registered by your own code.")
+        DEFAULT, "The JEPA objective, by name in the objectives registry (llm_jepa/objectives.py): "
+                 + "; ".join(f"{o.name}: {o.help}" for o in OBJECTIVES.values())
+                 + "; or one your own code registers before training.")
     jepa_l2: bool = _flag(False, "Published alias of --jepa_loss l2 (mean L2 distance).")
     jepa_mse: bool = _flag(False, "Published alias of --jepa_loss mse (mean squared error).")
     infonce: bool = _flag(False, "Published alias of --jepa_loss infonce (temperature 0.07).")

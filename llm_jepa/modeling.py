@@ -21,7 +21,7 @@ def resolve_dtype(name: str, training: bool = False) -> str:
     """'auto' -> bf16 on a CUDA GPU that supports it, fp16 on an older GPU. On a CPU: fp32,
     except for training (bf16 autocast over fp32 weights) on a CPU with native bf16 matmuls,
     where they run twice as fast as fp32 (AVX512-BF16: 410 against 191 GFLOP/s on the
-    development machine's 2 cores; a SmolLM2-135M step 1.5-1.6x faster, bench/real_model.py).
+    development machine's 2 cores; a SmolLM2-135M step 1.4x faster, bench/real_model.py).
     Generation stays fp32 on a CPU: its greedy choices would change with the precision."""
     if name != "auto":
         return name

@@ -24,6 +24,7 @@ from .families import Family, detect_family
 from .flops import ProfilerFLOPCallback
 from .modeling import TORCH_DTYPES, add_lora, load_model, merged_for_saving, parameter_dtype, resolve_dtype
 from .models import resolve_model_name
+from .objectives import get_objective
 from .outputs import (
     OutputDirError,
     finished_steps,
@@ -178,12 +179,12 @@ MEMORY_HEADROOM = 0.75
 
 
 def use_gradient_checkpointing(cfg: TrainConfig, model_dir: str | None = None, feats: list[dict] | None = None) -> bool:
-    """--gradient_checkpointing resolved. Given on the command line: as given. auto: on under
-    --paper_compat (the published default) and on a CUDA GPU, where memory, not compute, is
-    what runs out; on a CPU only when the estimated training memory of this model and data
-    would not fit. Recomputing the forward costs about a third more compute, which a model
+    """--gradient_checkpointing resolved. Given on the command line: as given. auto: on with
+    the published behaviour (`--published checkpointing`, --paper_compat) and on a CUDA GPU,
+    where memory, not compute, is what runs out; on a CPU only when the estimated training
+    memory of this model and data would not fit. Recomputing the forward costs about a third more compute, which a model
     that fits never needs: SmolLM2-135M on a 2-core CPU, batch 8 of synth, trained a regular
-    step in 0.80x and a packed JEPA step in 0.94x the time with it off (bench/real_model.py)."""
+    step in 0.79x and a packed JEPA step in 0.78x the time with it off (bench/real_model.py)."""
     if cfg.gradient_checkpointing is not None:
         return cfg.gradient_checkpointing
     if cfg.behaviour.checkpointing or torch.cuda.is_available() or model_dir is None or not feats:
@@ -395,12 +396,13 @@ def make_collator(cfg: TrainConfig, pad_id: int, tokenizer_padding_side: str):
     Default batches pad on the left: every answer then ends in the last column, and the
     model computes logits for the few final columns that hold labels (`logits_to_keep`
     selects columns shared by all rows)."""
-    if cfg.layout == "packed":
+    views = not cfg.regular and bool(get_objective(cfg.objective).views)
+    if cfg.layout == "packed" and views:
         one_row = (cfg.attn_implementation or "").startswith("flash")  # varlen: no attention waste
         budget = cfg.packing_budget or (10 ** 9 if one_row else None)
         return PackCollator(pad_id, budget=budget)
     return PadCollator(
-        pad_id=pad_id, with_views=not cfg.regular,
+        pad_id=pad_id, with_views=views,  # an objective of the Full view alone needs no Text, Code
         pad_to=cfg.max_length if cfg.behaviour.forward else None,
         same_length=cfg.layout == "3pass", with_positions=not cfg.behaviour.forward,
         padding_side=tokenizer_padding_side if cfg.behaviour.forward else "left")

@@ -24,7 +24,7 @@ from . import layouts, losses
 from .collate import describe_batch
 from .flops import batch_flops
 from .modeling import causal_lm, find_decoder, parameter_counts
-from .objectives import MODULE_ATTR, Embeddings, attach_module, get_objective
+from .objectives import Embeddings, attach_module, get_objective
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ class JepaTrainer(Trainer):
         self.objective = get_objective(jepa.loss)
         # The objective's own parameters, if any: attached to the model before the
         # optimizer is built, so they train, checkpoint and save with it.
-        if jepa.layout != "regular":
-            attach_module(causal_lm(self.model), self.objective, causal_lm(self.model).config.hidden_size)
+        base = causal_lm(self.model)
+        self._objective_module = (attach_module(base, self.objective, base.config.hidden_size)
+                                  if jepa.layout != "regular" else None)
         # Default: the returned loss is already normalised over the accumulated batch.
         # Compat: leave the decision to the Trainer, as the published trainer did.
         self.loss_is_scaled_for_ga = None if jepa.published_forward else True
@@ -128,8 +129,7 @@ class JepaTrainer(Trainer):
         return denom
 
     def _jepa_loss(self, hidden: torch.Tensor, layout: layouts.Layout) -> torch.Tensor:
-        module = getattr(causal_lm(self.model), MODULE_ATTR, None)
-        return self.objective.loss(Embeddings(hidden, layout), module)
+        return self.objective.loss(Embeddings(hidden, layout), self._objective_module)
 
     def _check_finite(self, total, lm, jepa) -> None:
         if not torch.isfinite(total.detach()):

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import synthetic_rows, write_jsonl
 from llm_jepa import losses, layouts
+from llm_jepa.collate import PadCollator
 from llm_jepa import objectives as O
 from llm_jepa import train as T
 from llm_jepa.config import TrainConfig, parse_args
@@ -89,6 +90,8 @@ def test_an_objective_with_parameters_trains_and_saves_without_trainer_changes(t
                                 "--jepa_loss", "test-full-predictor", "--lbd", "1.0", "--learning_rate", "1e-2"]))
     module, initial = full_view_predictor
     assert getattr(trainer.model, O.MODULE_ATTR) is module
+    # the Full view alone: the batches carry no Text and Code views
+    assert isinstance(trainer.data_collator, PadCollator) and not trainer.data_collator.with_views
     # trained: the optimizer holds its weight, and it moved
     assert any(module.weight is p for group in trainer.optimizer.param_groups for p in group["params"])
     saved = load_file(str(out / "model.safetensors"))

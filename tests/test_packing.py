@@ -10,7 +10,7 @@ import torch
 from conftest import assert_same_up_to_rounding as same, example, synthetic_rows
 from llm_jepa import data as D
 from llm_jepa import losses, layouts
-from llm_jepa.collate import PackCollator, PadCollator, pack_segments, row_budget
+from llm_jepa.collate import PackCollator, PadCollator, cheapest_packing, pack_segments
 from llm_jepa.families import family_for
 from llm_jepa.tiny import tiny_config
 from llm_jepa.trainer import forward_layout, shifted_targets
@@ -63,8 +63,8 @@ def test_automatic_budget_packs_views_that_rows_of_the_longest_would_leave_alone
     lengths = [62, 40, 35] * 7 + [58, 38, 33]   # 1088 real tokens, as in a batch of 8 of synth
     fulls = frozenset(range(0, len(lengths), 3))
     assert len(pack_segments(lengths, 62, fulls)) == 24   # 24 x 62 = 1488 computed tokens
-    budget = row_budget(lengths, fulls)
-    rows = pack_segments(lengths, budget, fulls)
+    budget, rows = cheapest_packing(lengths, fulls)
+    assert rows == pack_segments(lengths, budget, fulls)
     width = max(sum(lengths[s] for s in row) for row in rows)
     assert (budget, len(rows), width) == (155, 8, 142)     # 8 x 142 = 1136: 4% padding, not 27%
     # every segment placed once, at most one Full view per row
@@ -74,9 +74,9 @@ def test_automatic_budget_packs_views_that_rows_of_the_longest_would_leave_alone
 
 def test_automatic_budget_keeps_rows_short_when_nothing_packs_better():
     lengths = [100, 100, 100, 100]   # one Full, three others: no width packs without padding
-    assert row_budget(lengths, frozenset({0})) == 100
+    assert cheapest_packing(lengths, frozenset({0}))[0] == 100
     # attention grows with the width: an equal padded area prefers the narrower rows
-    assert row_budget([50, 50, 50, 50], frozenset()) == 50
+    assert cheapest_packing([50, 50, 50, 50], frozenset())[0] == 50
 
 
 def model_for(kind, tokenizer, lora: bool):
