@@ -16,7 +16,7 @@
 # or auto); PREDICTORS is k. MODEL is a folder, a hub id, or a short name of
 # `python -m llm_jepa.models list` (smollm2-135m-instruct), fetched and converted on first use.
 # A missing DATA_DIR/<DATASET>_{train,test}.jsonl is made first with
-# `python -m llm_jepa.datasets prepare DATASET --out DATA_DIR` (a download).
+# `python -m llm_jepa.corpora prepare DATASET --out DATA_DIR` (a download).
 #
 # Environment:
 #   DATA_DIR     dataset folder (default datasets/; on the development machines ../shared/datasets)
@@ -89,20 +89,20 @@ spider_path() {
         looked="${looked:+$looked nor in }$dir"
     done < <(spider_candidates)
     echo "run.sh: no Spider databases (<db_id>/<db_id>.sqlite) in $looked; get them with" \
-         "'python -m llm_jepa.datasets prepare spider_data --out spider_data/', or set SPIDER_PATH" \
+         "'python -m llm_jepa.corpora prepare spider_data --out spider_data/', or set SPIDER_PATH" \
          "to the folder that holds them" >&2
     return 2
 }
 
-# The dataset's files; when one is missing, `python -m llm_jepa.datasets prepare` makes them
+# The dataset's files; when one is missing, `python -m llm_jepa.corpora prepare` makes them
 # (downloading the upstream data), and when that fails the run stops before training.
-prepare_dataset() { "$PY" -m llm_jepa.datasets prepare "$1" --out "$DATA_DIR"; }
+prepare_dataset() { "$PY" -m llm_jepa.corpora prepare "$1" --out "$DATA_DIR"; }
 
 ensure_dataset() {
     local dataset=$1 train="$DATA_DIR/${1}_train.jsonl" test="$DATA_DIR/${1}_test.jsonl" f missing=()
     for f in "$train" "$test"; do [ -f "$f" ] || missing+=("$f"); done
     [ ${#missing[@]} -eq 0 ] && return 0
-    local cmd="python -m llm_jepa.datasets prepare $dataset --out $DATA_DIR"
+    local cmd="python -m llm_jepa.corpora prepare $dataset --out $DATA_DIR"
     echo "run.sh: no ${missing[*]}; making the $dataset files with '$cmd'" >&2
     if ! prepare_dataset "$dataset" || [ ! -f "$train" ] || [ ! -f "$test" ]; then
         echo "run.sh: '$cmd' did not make $train and $test (see above); run it yourself, or set" \

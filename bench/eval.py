@@ -5,7 +5,7 @@
 Both run the same random-init Llama-shaped model, with a tokenizer trained on synth's
 training text, on the same prompts, and generate the same number of tokens (random
 weights never end their turn early): one at a time is the published evaluate.py's loop
-(`generation.published_generate`), batched is `generation.GreedyGenerator` (prompts sorted
+(`published.generation.generate_one`), batched is `generation.GreedyGenerator` (prompts sorted
 by length and left-padded). The two are interleaved batch by batch (a batch generated
 batched, then the same prompts one at a time), so that a change in machine load hits
 both. Prints examples per second of each, their ratio, and whether the batched outputs
@@ -26,7 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from llm_jepa.data import read_examples  # noqa: E402
 from llm_jepa.families import family_by_name  # noqa: E402
-from llm_jepa.generation import GreedyGenerator, encode_prompts, prompt_text, published_generate  # noqa: E402
+from llm_jepa.behaviour import Published  # noqa: E402
+from llm_jepa.generation import GreedyGenerator, encode_prompts, prompt_text  # noqa: E402
+from llm_jepa.published.generation import generate_one  # noqa: E402
 from llm_jepa.tiny import conversation_texts, tiny_config, train_tokenizer  # noqa: E402
 
 MODELS = {"tiny": dict(hidden=64, layers=2, heads=4), "small": dict(hidden=256, layers=4, heads=4)}
@@ -48,7 +50,7 @@ def setup(args):
 
 def interleaved(model, tok, prompts, new_tokens, batch_size):
     """(one-at-a-time outputs, seconds, batched outputs, seconds), batch by batch."""
-    ids = encode_prompts(tok, prompts, 512, paper_compat=True, plain=False)  # the tokens published_generate sees
+    ids = encode_prompts(tok, prompts, 512, False, Published.everything())  # what generate_one sees
     gen = GreedyGenerator(model, tok, [tok.eos_token_id], batch_size=batch_size, max_new_tokens=new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
     single, batched = [None] * len(prompts), [None] * len(prompts)
@@ -60,7 +62,7 @@ def interleaved(model, tok, prompts, new_tokens, batch_size):
             batched[i] = out
         t1 = time.perf_counter()
         for i in chunk:
-            single[i] = published_generate(model, tok, prompts[i], 512, new_tokens)
+            single[i] = generate_one(model, tok, prompts[i], 512, new_tokens)
         single_s, batch_s = single_s + time.perf_counter() - t1, batch_s + t1 - t0
     return single, single_s, batched, batch_s
 

@@ -217,7 +217,7 @@ def generation_run(args, model, tok, family, template_kwargs) -> dict:
     same prefills and decoding steps."""
     rows = read_examples(Path(args.data) / "synth_test.jsonl")[: args.gen_examples]
     prompts = [prompt_text(tok, r, family, plain=False, template_kwargs=template_kwargs) for r in rows]
-    ids = encode_prompts(tok, prompts, args.max_length, paper_compat=False, plain=False)
+    ids = encode_prompts(tok, prompts, args.max_length, plain=False)
     stops = end_of_turn_ids(tok, family, template_kwargs, plain=False)
     gen = GreedyGenerator(model, tok, stops, batch_size=args.gen_batch, max_new_tokens=args.new_tokens)
     model.eval()

@@ -5,8 +5,8 @@
     python bench/train_step.py --device cuda --dtype bf16 --model 1b   # a Llama-3.2-1B-shaped model
 
 Each step is the project's own `JepaTrainer.compute_loss` + backward + AdamW step on a
-pre-collated batch (collation is timed separately). The published layouts run under
---paper_compat (views padded to --max_length, its tokenization and forward); the others
+pre-collated batch (collation is timed separately). The published layouts run with
+every published behaviour on (views padded to --max_length, its tokenization and forward); the others
 are the defaults. Layouts are interleaved round by round on the same batches, so that the
 ratios compare configurations measured under the same machine load.
 
@@ -34,10 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from llm_jepa.behaviour import Published  # noqa: E402
 from llm_jepa.config import TrainConfig  # noqa: E402
 from llm_jepa.data import read_examples  # noqa: E402
 from llm_jepa.families import family_for  # noqa: E402
-from llm_jepa.flops import batch_flops  # noqa: E402
+from llm_jepa.flops import batch_flops, batch_segments  # noqa: E402
 from llm_jepa.layouts import Layout  # noqa: E402
 from llm_jepa.modeling import parameter_counts  # noqa: E402
 from llm_jepa.tiny import conversation_texts, train_tokenizer  # noqa: E402
@@ -45,12 +46,13 @@ from llm_jepa.tokenization import TokenizerSetup, add_jepa_tokens  # noqa: E402
 from llm_jepa.train import featurize, jepa_settings, make_collator  # noqa: E402
 from llm_jepa.trainer import JepaTrainer  # noqa: E402
 
+EVERYTHING = ",".join(Published.names())
 # name -> TrainConfig flags; the first is the reference
 LAYOUTS = {
     "regular, dynamic padding": dict(regular=True),
-    "regular, padded to 512": dict(regular=True, paper_compat=True),
-    "3-pass, padded to 512 (published)": dict(paper_compat=True),
-    "additive mask, padded to 512": dict(additive_mask=True, paper_compat=True),
+    "regular, padded to 512": dict(regular=True, published=EVERYTHING),
+    "3-pass, padded to 512 (published)": dict(published=EVERYTHING),
+    "additive mask, padded to 512": dict(additive_mask=True, published=EVERYTHING),
     "3-pass, dynamic padding": dict(packing=False),
     "packed": dict(),
 }
@@ -105,7 +107,7 @@ def build_model(args, tok):
 def features(cfg: TrainConfig, tok, rows: list[dict], kwargs: dict) -> list[dict]:
     """The rows tokenized as finetune.py tokenizes them (Llama-family views)."""
     setup = TokenizerSetup(tok, [], kwargs, False, kwargs.get("date_string"))
-    offset = -1 if cfg.paper_compat else None
+    offset = -1 if cfg.behaviour.last_token else None
     feats, _ = featurize(cfg, family_for("llama", "llama"), setup, offset, "bench", rows, cfg.predictors, "bench")
     return feats
 
@@ -119,7 +121,7 @@ def make_case(name, flags, args, model, tok, rows, out_dir) -> Case:
     targs = TrainingArguments(output_dir=out_dir, report_to="none", use_cpu=args.device == "cpu",
                               per_device_train_batch_size=args.batch_size, remove_unused_columns=False)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    settings = jepa_settings(cfg, tok.pad_token_id, dtype, -1 if cfg.paper_compat else None)
+    settings = jepa_settings(cfg, tok.pad_token_id, dtype, -1 if cfg.behaviour.last_token else None)
     trainer = JepaTrainer(model=model, args=targs, processing_class=tok, jepa=settings)
     trainer.current_gradient_accumulation_steps = 1
     feats = features(cfg, tok, rows, {"date_string": "26 Jul 2024"})
@@ -134,12 +136,7 @@ def make_case(name, flags, args, model, tok, rows, out_dir) -> Case:
 
 
 def real_tokens(case: Case, batch: dict) -> int:
-    n = int(batch["attention_mask"].sum())
-    if case.cfg.regular:
-        return n
-    if "packed_lengths" in batch:
-        return int(batch["packed_lengths"].sum())
-    return n + int(batch["text_attention_mask"].sum() + batch["code_attention_mask"].sum())
+    return int(batch_segments(batch, with_views=not case.cfg.regular).sum())
 
 
 def floor_ratio(case: Case) -> float:
@@ -213,13 +210,7 @@ def _autocast(case: Case, device: str):
 
 def analytic_flops(case: Case, batch: dict, counts: dict) -> float:
     """FLOPs of the useful work in a batch: real tokens, every logit of the Full labels."""
-    lengths = [int(x) for x in batch["attention_mask"].sum(1)]
-    if not case.cfg.regular:
-        if "packed_lengths" in batch:
-            lengths = [int(x) for x in batch["packed_lengths"]]
-        else:
-            lengths += [int(x) for k in ("text", "code") for x in batch[f"{k}_attention_mask"].sum(1)]
-    seg = torch.tensor(lengths, dtype=torch.float64)
+    seg = batch_segments(batch, with_views=not case.cfg.regular)
     layout = Layout(kwargs={}, labels=batch["labels"], segments=seg)
     logits = int((batch["labels"][:, 1:] != -100).sum())
     return float(batch_flops(layout, counts, n_logits=logits)[1])

@@ -5,7 +5,8 @@ them all on (the published numerics, bit for bit); `--published a,b` turns on on
 named ones, so that one published choice can be studied alone (the published labels with
 our padding, say). The resolved set is recorded in run_config.json.
 
-The training pipeline asks these switches, never `--paper_compat` itself.
+Training and evaluation ask these switches, never `--paper_compat` itself. The published
+algorithms that the default path does not share live in `llm_jepa/published/`.
 """
 from __future__ import annotations
 
@@ -60,6 +61,26 @@ class Published:
     # --last_token defaults to -1 (the view's last token, whatever it is). Default: auto.
     last_token: bool = False
 
+    # --- evaluation (the tokenizer switches above apply to it too) ------------------------
+    # A prompt longer than --max_length loses its end, the generation prompt included.
+    # Default: it loses its start, so the model is still asked to answer.
+    prompt_truncation: bool = False
+    # One prompt at a time through `generate` (--eval_batch_size defaults to 1). Default:
+    # batches of --eval_batch_size prompts, left-padded, longest first.
+    one_at_a_time: bool = False
+    # Generation stops at eos only: templates that end a turn with another token (Llama's
+    # <|eot_id|>) run on to --max_new_tokens. Default: eos or the end-of-turn token.
+    eos_stop: bool = False
+    # Accuracy is one string comparison per dataset chosen by the input file's name (SQL
+    # run only for names starting with "spider"). Default: the dataset's community metric.
+    scorers: bool = False
+    # HellaSwag prompts are cut to --max_new_tokens tokens and only the letter is scored.
+    # Default: the whole prompt, and lm-eval's acc / acc_norm beside the letter.
+    hellaswag_letter: bool = False
+    # --similarity renders each message alone with a generation prompt and reads its final
+    # token. Default: the views exactly as training built them.
+    similarity_views: bool = False
+
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
@@ -71,8 +92,22 @@ class Published:
             return cls(**{name: True for name in cls.names()})
         return cls(**{name: True for name in split_names(published)})
 
+    @classmethod
+    def evaluation_names(cls) -> tuple[str, ...]:
+        """The switches evaluation asks (training ignores the evaluation-only ones)."""
+        return TOKENIZER + cls.names()[cls.names().index("prompt_truncation"):]
+
+    @classmethod
+    def everything(cls) -> Published:
+        """Every switch on: the published code as it was (--paper_compat)."""
+        return cls.resolve(True, "")
+
     def on(self) -> list[str]:
         return [name for name in self.names() if getattr(self, name)]
+
+
+# The switches of the tokenizer set-up, shared by training and evaluation.
+TOKENIZER = ("double_bos", "template_date", "no_fallback_template", "special_tokens")
 
 
 def split_names(published: str) -> list[str]:

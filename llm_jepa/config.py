@@ -30,10 +30,24 @@ def _flag(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
 
 
 class Validated:
-    """A config that lists its problems (`problems()`) and reports them all at once."""
+    """A config that lists its problems (`problems()`) and reports them all at once, and
+    resolves its --paper_compat / --published flags into one set of switches."""
+    paper_compat: bool
+    published: str
 
     def problems(self) -> list[str]:
         raise NotImplementedError
+
+    @property
+    def behaviour(self) -> Published:
+        """The published behaviours this run reproduces (all of them with --paper_compat)."""
+        return Published.resolve(self.paper_compat, self.published)
+
+    def _published_problems(self) -> list[str]:
+        unknown = unknown_names(self.published)
+        if not unknown:
+            return []
+        return [f"--published: unknown behaviour {', '.join(unknown)}; known: {', '.join(Published.names())}"]
 
     def validate(self):
         problems = self.problems()
@@ -132,11 +146,6 @@ class TrainConfig(Validated):
 
     # ------------------------------------------------------------------------------------
     @property
-    def behaviour(self) -> Published:
-        """The published behaviours this run reproduces (all of them with --paper_compat)."""
-        return Published.resolve(self.paper_compat, self.published)
-
-    @property
     def layout(self) -> str:
         """How the views of a batch are laid out for the forward pass."""
         if self.regular:
@@ -164,9 +173,7 @@ class TrainConfig(Validated):
             out.append("--eval_file cannot be used with --data_file (it is split by --eval_split)")
         out.extend(self._float_problems())
         out.extend(self._objective_problems())
-        unknown = unknown_names(self.published)
-        if unknown:
-            out.append(f"--published: unknown behaviour {', '.join(unknown)}; known: {', '.join(Published.names())}")
+        out.extend(self._published_problems())
         if not 0 <= self.predictors <= 10:
             out.append(f"--predictors must be between 0 and 10, got {self.predictors}")
         if self.last_token not in ("auto", "family"):
@@ -409,7 +416,11 @@ class EvalConfig(Validated):
                                          "pair before it gives up (undecided, counted as wrong).")
     split_tune_untune: bool = _flag(False, "Published flag: scoring and the correct/wrong split of the "
                                            "similarity report are always on here.")
-    paper_compat: bool = _flag(False, "Reproduce the published generation and scoring, defects included.")
+    paper_compat: bool = _flag(False, "Reproduce the published evaluation, defects included: every switch "
+                                      "of --published at once.")
+    published: str = _flag(
+        "", "Comma-separated published behaviours to reproduce, one at a time (llm_jepa/behaviour.py); "
+            "those of evaluation: " + ", ".join(Published.evaluation_names()) + ".")
     seed: int = _flag(42, "Seed recorded in the summary (generation is greedy).")
     # --- representations --------------------------------------------------------------
     similarity: bool = _flag(False, "Report cos(Enc(Text), Enc(Code)) for correct and wrong examples.")
@@ -449,7 +460,7 @@ class EvalConfig(Validated):
                        "rerun the same command")
         if self.regex_max_states < 1:
             out.append(f"--regex_max_states must be at least 1, got {self.regex_max_states}")
-        return out + _float_problems(self, _EVAL_FLOAT_RANGES)
+        return out + self._published_problems() + _float_problems(self, _EVAL_FLOAT_RANGES)
 
 
 
@@ -457,7 +468,8 @@ def parse_eval_args(argv: Sequence[str] | None = None) -> EvalConfig:
     parser = build_parser(description="Evaluate a fine-tuned model (python evaluate.py report DIRS... makes "
                                       "accuracy tables)", config_class=EvalConfig, prog="evaluate.py")
     cfg = EvalConfig(**vars(parser.parse_args(argv)))
-    if cfg.paper_compat and "eval_batch_size" not in _given_flags(argv):
+    if not unknown_names(cfg.published) and cfg.behaviour.one_at_a_time \
+            and "eval_batch_size" not in _given_flags(argv):
         cfg.eval_batch_size = 1  # published: one prompt at a time
     try:
         return cfg.validate()

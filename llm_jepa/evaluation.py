@@ -2,8 +2,8 @@
 
 config -> examples (split as published unless --nosplit_data) -> generations (batched
 greedy decoding, or HellaSwag's letter and ending log-likelihoods, or --predictions) ->
-scores (the dataset's metric from the registry; the published scoring under
---paper_compat) -> per-example JSONL + summary JSON -> `Success Rate: <model>, <accuracy>`.
+scores (the dataset's metric from the registry; the published scoring with
+`--published scorers`) -> per-example JSONL + summary JSON -> `Success Rate: <model>, <accuracy>`.
 
 Robustness: inputs are checked before the model loads (the files, the Spider databases);
 each row is scored and appended to `<output>.partial` as soon as it is generated, so an
@@ -29,7 +29,7 @@ import torch
 
 from .config import ConfigError, EvalConfig, parse_eval_args
 from .data import DataError, example_problem, read_examples
-from .datasets import DatasetInfo, resolve_dataset
+from .corpora import DatasetInfo, resolve_dataset
 from .environment import stack_record
 from .families import Family, detect_family
 from .generation import (
@@ -39,15 +39,15 @@ from .generation import (
     end_of_turn_ids,
     next_letter,
     prompt_text,
-    published_generate,
 )
 from .metrics import RowScore, ScoreContext, get_metric, startswith_match
 from .metrics.base import mean_or_zero
 from .metrics.hellaswag import QUERY_KEY, lm_eval_request
-from .metrics.published import published_score
 from .modeling import TORCH_DTYPES, resolve_dtype
 from .models import resolve_model_name, sha256_of
 from .outputs import RUN_CONFIG
+from .published import generation as published_generation
+from .published import scoring as published_scoring
 from .report import main as report_main
 from .representations import similarity_report
 from .runtime import setup_cpu_numerics, setup_logging
@@ -152,7 +152,7 @@ def load_model(cfg: EvalConfig) -> Loaded:
     # A short name (smollm2-135m-instruct) loads from its converted folder, fetched on first use.
     model_dir = resolve_model_name(cfg.model_name)
     family = detect_family(resolve_model_name(cfg.original_model_name) if cfg.original_model_name else model_dir)
-    tsetup = setup_tokenizer(model_dir, family, paper_compat=cfg.paper_compat, date_string=cfg.date_string)
+    tsetup = setup_tokenizer(model_dir, family, published=cfg.behaviour, date_string=cfg.date_string)
     kwargs = {"dtype": TORCH_DTYPES[resolve_dtype(cfg.dtype)], "device_map": _device_map(cfg.device_map)}
     if family.large_model_attn:
         kwargs["attn_implementation"] = family.large_model_attn
@@ -203,11 +203,12 @@ class BatchRunner:
         tok, family = loaded.tokenizer, loaded.family
         self.prompts = [prompt_text(tok, ex.row, family, plain=cfg.plain, template_kwargs=loaded.template_kwargs)
                         for ex in examples]
+        published = cfg.behaviour
         self.mode = ("hellaswag" if info.name == "hellaswag"
-                     else "published" if cfg.paper_compat and cfg.eval_batch_size == 1 else "greedy")
+                     else "published" if published.one_at_a_time and cfg.eval_batch_size == 1 else "greedy")
         if self.mode == "greedy":
-            self.ids = encode_prompts(tok, self.prompts, cfg.max_length, cfg.paper_compat, cfg.plain)
-            stops = [tok.eos_token_id] if cfg.paper_compat else end_of_turn_ids(
+            self.ids = encode_prompts(tok, self.prompts, cfg.max_length, cfg.plain, published)
+            stops = [tok.eos_token_id] if published.eos_stop else end_of_turn_ids(
                 tok, family, loaded.template_kwargs, cfg.plain)
             self.generator = GreedyGenerator(loaded.model, tok, stops, cfg.eval_batch_size, cfg.max_new_tokens,
                                                cfg.max_length)
@@ -232,7 +233,7 @@ class BatchRunner:
         elif self.mode == "published":
             max_new = None if self.cfg.max_new_tokens == -1 else self.cfg.max_new_tokens
             for ex, prompt in zip(exs, prompts):
-                out = published_generate(self.loaded.model, self.loaded.tokenizer, prompt, self.cfg.max_length,
+                out = published_generation.generate_one(self.loaded.model, self.loaded.tokenizer, prompt, self.cfg.max_length,
                                            max_new)
                 ex.generation, ex.seconds = out.text, out.seconds
         else:   # one batch of GreedyGenerator: already in its order, so it keeps the composition
@@ -242,19 +243,19 @@ class BatchRunner:
 
 
 def _hellaswag(cfg: EvalConfig, loaded: Loaded, examples: list[Example], prompts: list[str]) -> None:
-    """The letter (next-token argmax over A-D on the prompt), then, except under
-    --paper_compat, the log-likelihood of each ending on lm-eval's query (acc, acc_norm).
+    """The letter (next-token argmax over A-D on the prompt), then, except with
+    `--published hellaswag_letter`, the log-likelihood of each ending on lm-eval's query
+    (acc, acc_norm).
     A row whose endings cannot be read keeps its letter and has no acc (a warning says why)."""
     tok = loaded.tokenizer
-    if cfg.paper_compat:
-        # Published: the prompt is truncated to max_new_tokens tokens (the end is cut off).
-        limit = None if cfg.max_new_tokens == -1 else cfg.max_new_tokens
-        ids = [tok(p, truncation=True, max_length=limit)["input_ids"] for p in prompts]
+    letter_only = cfg.behaviour.hellaswag_letter
+    if letter_only:
+        ids = published_generation.letter_prompts(tok, prompts, cfg.max_new_tokens)
     else:
-        ids = encode_prompts(tok, prompts, cfg.max_length, False, cfg.plain)
+        ids = encode_prompts(tok, prompts, cfg.max_length, cfg.plain)
     for ex, letter in zip(examples, next_letter(loaded.model, tok, ids, cfg.eval_batch_size)):
         ex.generation = letter
-    if cfg.paper_compat:
+    if letter_only:
         return
     requests = []   # (example, query, 4 choices, kind)
     for ex in examples:
@@ -291,11 +292,12 @@ def prediction_problem(ex: Example) -> str | None:
 
 
 class Scorer:
-    """Scores one example at a time: the dataset's metric, or the published scoring under
-    --paper_compat. A row that cannot be scored is wrong, with its reason, and the run goes on."""
+    """Scores one example at a time: the dataset's metric, or the published scoring with
+    `--published scorers`. A row that cannot be scored is wrong, with its reason, and the run goes on."""
     def __init__(self, cfg: EvalConfig, info: DatasetInfo):
         self.cfg, self.info, self.metric = cfg, info, get_metric(info.metric)
-        self.primary = "published" if cfg.paper_compat else self.metric.primary
+        self.published = cfg.behaviour.scorers
+        self.primary = "published" if self.published else self.metric.primary
         # Every flag named like a ScoreContext field (spider_path, sql_timeout, ...) reaches the metrics.
         shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ScoreContext) if hasattr(cfg, f.name)}
         self.ctx = ScoreContext(**{**shared, "spider_path": cfg.spider_path or None})
@@ -320,17 +322,17 @@ class Scorer:
         return sc
 
     def _score(self, ex: Example):
-        if not self.cfg.paper_compat:
+        if not self.published:
             return self.metric.score(ex.generation, ex.row, self.ctx, ex.aux or None)
         ok, note = ex.generation == ex.row["messages"][2]["content"], ""
         if self.info.name != "hellaswag":
             path = self.cfg.input_file or self.cfg.predictions or ""
-            ok, note = published_score(ex.generation, ex.row, path, self.cfg.spider_path or None)
+            ok, note = published_scoring.published_score(ex.generation, ex.row, path, self.cfg.spider_path or None)
         return RowScore(ok, {"published": ok}, note)
 
     def summarize(self, examples: list[Example], scores: list) -> dict:
         """The summary metrics of a run (--startswith apart, as its own rate)."""
-        if self.cfg.paper_compat:
+        if self.published:
             summary = {"accuracy": _rate([s.correct for s in scores])}
         else:
             plain = [RowScore(s.correct, {k: v for k, v in s.metrics.items() if k != "startswith"}, s.note)
@@ -608,13 +610,13 @@ def _model_files(model_name: str | None) -> dict:
 # --------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------
-SPIDER_HINT = ("get them with `python -m llm_jepa.datasets prepare spider_data --out spider_data/` and pass "
+SPIDER_HINT = ("get them with `python -m llm_jepa.corpora prepare spider_data --out spider_data/` and pass "
                "--spider_path spider_data/database")
 
 
 def scores_sql(cfg: EvalConfig, info: DatasetInfo) -> bool:
     """Whether scoring runs SQL on the Spider databases."""
-    if cfg.paper_compat:   # published: by the input path's prefix (a path with a folder falls back)
+    if cfg.behaviour.scorers:   # published: by the input path's prefix (a path with a folder falls back)
         return (cfg.input_file or cfg.predictions or "").startswith("spider")
     return info.metric == "spider"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# The published code's projection list, used for every family under --paper_compat.
+# The published projection list, used for every family with `--published lora_targets`.
 PUBLISHED_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # A minimal role-tagged template: "<|role|>\n" + content + eos + "\n" per message and

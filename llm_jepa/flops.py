@@ -34,6 +34,15 @@ def segment_lengths(layout) -> torch.Tensor:
     return layout.kwargs["attention_mask"].sum(1)
 
 
+def batch_segments(batch: dict, with_views: bool) -> torch.Tensor:
+    """Real lengths of the sequences of a collated batch: the Full rows, with the views'
+    (the packed segments of a packed batch) when `with_views`."""
+    if with_views and "packed_lengths" in batch:
+        return batch["packed_lengths"]
+    keys = ("", "text_", "code_") if with_views else ("",)
+    return torch.cat([batch[f"{k}attention_mask"].sum(1) for k in keys])
+
+
 def batch_flops(layout, counts: dict[str, int], n_logits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(real tokens, analytic FLOPs) of one micro-batch, as tensors (no device sync)."""
     lengths = segment_lengths(layout).to(torch.float64)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .behaviour import Published
 from .collate import pad_batch
 from .data import TokenizeOptions, ViewOptions, ViewRenderer, ViewTokenizer, full_messages
 from .families import Family
@@ -29,13 +30,14 @@ def prompt_text(tok, row: dict, family: Family, *, plain: bool, template_kwargs:
     return tok.apply_chat_template(convo, tokenize=False, add_generation_prompt=True, **template_kwargs)
 
 
-def encode_prompts(tok, prompts: list[str], max_length: int, paper_compat: bool, plain: bool) -> list[list[int]]:
+def encode_prompts(tok, prompts: list[str], max_length: int, plain: bool,
+                   published: Published = Published()) -> list[list[int]]:
     """Token ids of each prompt, at most max_length of them.
 
-    Default: a long prompt keeps its end (the generation prompt); the published code cut
-    the end off (right truncation)."""
-    ids = [e["input_ids"] for e in encode_texts(tok, prompts, paper_compat or plain)]
-    if paper_compat:
+    A long prompt keeps its end (the generation prompt); `published.prompt_truncation` cuts
+    the end off instead, and `published.double_bos` lets the tokenizer add a second BOS."""
+    ids = [e["input_ids"] for e in encode_texts(tok, prompts, published.double_bos or plain)]
+    if published.prompt_truncation:
         return [x[:max_length] for x in ids]
     return [x[-max_length:] for x in ids]
 
@@ -115,19 +117,6 @@ class GreedyGenerator:
 def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     ids, mask = pad_batch(seqs, pad_id, "left")
     return ids.to(device), mask.to(device)
-
-
-@torch.no_grad()
-def published_generate(model, tok, prompt: str, max_length: int, max_new_tokens: int | None) -> Generated:
-    """One prompt at a time, as published: right-truncated prompt, stop at eos only, and
-    max_new_tokens=None (the published -1) leaves the model's generation config in charge."""
-    inputs = tok(prompt, return_tensors="pt", truncation=True, max_length=max_length)
-    inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    start = time.perf_counter()
-    out = model.generate(**inputs, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         do_sample=False, max_new_tokens=max_new_tokens)
-    text = tok.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-    return Generated(text, time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------------------

@@ -147,38 +147,6 @@ def additive(batch: dict, dtype: torch.dtype, pad_id: int, max_length: int) -> L
                   segments=torch.cat([f_len, t_len, c_len]))
 
 
-def additive_published(batch: dict, full_offset: int | None) -> Layout:
-    """The published additive layout, bit for bit (--paper_compat).
-
-    Views are right-padded to --max_length. Row B+i is the Text row with the Code view's
-    first `la` tokens written at [lu, lu+la); the mask is float32 with -inf; the Full row
-    is cut to n + last_token + 1; position ids are not passed (so they do not restart).
-    """
-    text_ids = batch["text_input_ids"].clone()
-    b, L = text_ids.shape
-    device = text_ids.device
-    lu = batch["text_at"] + 1
-    la = batch["code_at"] + 1
-    over = (lu + la) > L
-    la = torch.minimum(la, L - lu)  # the published code raises a shape error here instead
-    lf = batch["attention_mask"].sum(1) + (full_offset + 1 if full_offset is not None else 0)
-    cols = torch.arange(L, device=device).expand(b, L)
-    in_code = (cols >= lu[:, None]) & (cols < (lu + la)[:, None])
-    src = (cols - lu[:, None]).clamp(min=0, max=L - 1)
-    text_ids = torch.where(in_code, batch["code_input_ids"].gather(1, src), text_ids)
-    seg = torch.cat([torch.where(cols < lf[:, None], 1, 0),
-                     torch.where(cols < lu[:, None], 1, torch.where(in_code, 2, 0))])
-    causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()
-    allowed = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] > 0) & causal
-    mask = torch.full(allowed.shape, -torch.inf, device=device).masked_fill(allowed, 0.0)[:, None]
-    labels = torch.cat([batch["labels"], torch.full_like(batch["labels"], -100)])
-    kwargs = {"input_ids": torch.cat([batch["input_ids"], text_ids]), "attention_mask": mask,
-              "labels": labels}
-    rows = torch.arange(b, device=device) + b
-    return Layout(kwargs, labels, (rows, lu - 1), (rows, lu + la - 1), truncated=int(over.sum()),
-                  segments=torch.cat([lf, lu, la]))
-
-
 def packed(batch: dict) -> Layout:
     """The packed rows of a PackCollator batch."""
     kwargs = {"input_ids": batch["packed_input_ids"], "position_ids": batch["packed_position_ids"]}

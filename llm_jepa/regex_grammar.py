@@ -43,7 +43,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from .datasets import DATASETS
+from .corpora import DATASETS
 from .jsonl import write_jsonl
 from .regex_dfa import regex_equivalent
 

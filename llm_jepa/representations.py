@@ -2,7 +2,7 @@
 
 By default the views are built exactly as in training (data.py: same template, predictor
 tokens from the run's config, the embedding read at the last content/predictor token for
-`last` pooling). Under --paper_compat, as published, each message is rendered with the
+`last` pooling). With `--published similarity_views`, as published, each message is rendered with the
 generation prompt appended and `last` pools the final token of that.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 
 from .collate import pad_batch
 from .data import TokenizeOptions, ViewOptions, ViewRenderer, ViewTokenizer, tokenize_examples
+from .published import views as published_views
 
 logger = logging.getLogger("llm_jepa")
 QUANTILES = (0.1, 0.2, 0.5, 0.8, 0.9)
@@ -43,27 +44,14 @@ def embed(model, pad_id: int, seqs: list[list[int]], at: list[int], pooling: str
 def view_sequences(cfg, loaded, rows: list[dict], predictors: int, use_view_fields: bool):
     """(text ids, text positions, code ids, code positions) for every row."""
     tok = loaded.tokenizer
-    if cfg.paper_compat:
-        return _published_sequences(cfg, tok, rows)
+    if cfg.behaviour.similarity_views:
+        return published_views.view_sequences(cfg, tok, rows)
     opts = ViewOptions(predictors=predictors, plain=cfg.plain, use_view_fields=use_view_fields)
     renderer = ViewRenderer(tok, loaded.family, opts, loaded.template_kwargs)
     vtok = ViewTokenizer(tok, TokenizeOptions(max_length=cfg.max_length))
     feats, _ = tokenize_examples(rows, renderer, vtok, with_views=True, name="similarity")
     return ([f["text_input_ids"] for f in feats], [f["text_at"] for f in feats],
             [f["code_input_ids"] for f in feats], [f["code_at"] for f in feats])
-
-
-def _published_sequences(cfg, tok, rows):
-    def render(msgs):
-        if cfg.plain:
-            return msgs[0]["content"]
-        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-
-    texts = [render(r["messages"][1:2]) for r in rows]
-    codes = [render([dict(r["messages"][2])]) for r in rows]
-    enc = lambda xs: [tok(x, truncation=True, max_length=cfg.max_length)["input_ids"] for x in xs]  # noqa: E731
-    t, c = enc(texts), enc(codes)
-    return t, [len(x) - 1 for x in t], c, [len(x) - 1 for x in c]
 
 
 def describe(values: list[float]) -> dict:

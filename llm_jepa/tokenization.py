@@ -43,11 +43,9 @@ def tokenizer_source(model_name: str, family: Family, override: str | None) -> s
 
 
 def setup_tokenizer(model_name: str, family: Family, *, override: str | None = None,
-                    paper_compat: bool = False, date_string: str | None = None,
-                    published: Published | None = None) -> TokenizerSetup:
+                    date_string: str | None = None, published: Published = Published()) -> TokenizerSetup:
     """Load the tokenizer and make it ready for the three JEPA views. `published`: the
-    published behaviours to reproduce (default: all of them with paper_compat, else none)."""
-    published = published or Published.resolve(paper_compat, "")
+    published behaviours to reproduce (none by default)."""
     from transformers import AutoTokenizer
 
     source = tokenizer_source(model_name, family, override)
@@ -81,7 +79,8 @@ def _ensure_template(tok, family: Family, stop_without_template: bool) -> bool:
     if stop_without_template:
         raise ValueError(
             "the tokenizer has no chat template; the published code stops here. Use --plain, "
-            "or drop --paper_compat to get the documented fallback template.")
+            "or leave out the published behaviour no_fallback_template to get the documented "
+            "fallback template.")
     logger.warning("tokenizer has no chat template: using the fallback '<|role|>\\n...<eos>' template")
     tok.chat_template = SIMPLE_CHAT_TEMPLATE
     return True

@@ -19,7 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .collate import PackCollator, PadCollator
 from .config import ConfigError, TrainConfig, parse_args
 from .data import DataError, TokenizeOptions, ViewOptions, ViewRenderer, ViewTokenizer, read_examples, tokenize_examples
-from .datasets import dataset_for_path
+from .corpora import dataset_for_path
 from .families import Family, detect_family
 from .flops import ProfilerFLOPCallback
 from .modeling import TORCH_DTYPES, add_lora, load_model, merged_for_saving, parameter_dtype, resolve_dtype
@@ -180,7 +180,7 @@ MEMORY_HEADROOM = 0.75
 
 def use_gradient_checkpointing(cfg: TrainConfig, model_dir: str | None = None, feats: list[dict] | None = None) -> bool:
     """--gradient_checkpointing resolved. Given on the command line: as given. auto: on with
-    the published behaviour (`--published checkpointing`, --paper_compat) and on a CUDA GPU,
+    the published behaviour (`--published checkpointing`) and on a CUDA GPU,
     where memory, not compute, is what runs out; on a CPU only when the estimated training
     memory of this model and data would not fit. Recomputing the forward costs about a third more compute, which a model
     that fits never needs: SmolLM2-135M on a 2-core CPU, batch 8 of synth, trained a regular
@@ -420,7 +420,7 @@ def build_trainer(cfg, family, tsetup, splits, args, compute, offset) -> JepaTra
     collator = make_collator(cfg, tok.pad_token_id, tok.padding_side)
     if cfg.behaviour.forward and cfg.additive_mask and tok.padding_side == "left":
         raise ValueError("the published additive mask assumes right padding, but this tokenizer pads "
-                         "left; drop --paper_compat (the default additive mask handles both)")
+                         "left; the default forward (without the published one) handles both sides")
     settings = jepa_settings(cfg, tok.pad_token_id, TORCH_DTYPES[compute], offset)
     callbacks = [CheckpointCompleteCallback()] + ([ProfilerFLOPCallback()] if cfg.track_flop else [])
     return JepaTrainer(model=model, args=args, train_dataset=ListDataset(splits.train),

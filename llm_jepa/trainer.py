@@ -7,7 +7,8 @@ Per micro-batch it builds the layout (layouts.py), runs the model once, and comb
 By default the LM loss is the token-level mean over the whole accumulated batch (the
 Trainer's `num_items_in_batch`), logits are computed only where a label is, and the last
 hidden state is taken from the decoder's output with a forward hook instead of keeping
-every layer's states. `--paper_compat` runs the published forward instead (`_published_loss`).
+every layer's states. `--published forward` runs the published forward instead
+(llm_jepa/published/forward.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .collate import describe_batch
 from .flops import batch_flops
 from .modeling import causal_lm, find_decoder, parameter_counts
 from .objectives import Embeddings, attach_module, get_objective
+from .published import forward as published_forward
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ class JepaTrainer(Trainer):
     # ------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.jepa.published_forward:
-            return self._published_loss(model, inputs, return_outputs, num_items_in_batch)
+            return published_forward.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
         use_jepa = self.jepa.layout != "regular" and self._draw_jepa(model.training)
         layout = self._layout(inputs, use_jepa)
         hidden, logits = self._forward(model, layout, need_hidden=use_jepa)
@@ -86,13 +88,17 @@ class JepaTrainer(Trainer):
         lm = lm_sum / self._lm_denominator(lm_count, num_items_in_batch)
         jepa = self._jepa_loss(hidden, layout) if use_jepa else None
         ga = self.current_gradient_accumulation_steps if model.training else 1
-        total = losses.combine(lm, 0.0 if jepa is None else jepa / ga, self.jepa.gamma, self.jepa.lbd)
+        total = losses.combine(lm, 0.0 if jepa is None else jepa / ga, self.jepa.gamma, self.lbd_now())
         if model.training:
             self._check_finite(total, lm, jepa)
             self._record(layout, lm_sum.detach(), lm_count, jepa)
         if self.jepa.debug_dump and not self._dumped:
             self._dump(inputs, layout)
         return (total, {"loss": total}) if return_outputs else total
+
+    def lbd_now(self) -> float:
+        """The JEPA term's weight at this step."""
+        return self.jepa.lbd
 
     def _draw_jepa(self, training: bool) -> bool:
         if not training or self.jepa.jepa_ratio <= 0:
@@ -139,39 +145,6 @@ class JepaTrainer(Trainer):
                 f"jepa_loss={'-' if jepa is None else f'{float(jepa.detach()):.6g}'}; stopping")
 
     # ------------------------------------------------------------------------------
-    # --paper_compat: the published forward, bit for bit
-    # ------------------------------------------------------------------------------
-    def _published_loss(self, model, inputs, return_outputs, num_items_in_batch):
-        if self.jepa.layout == "regular":
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            if model.training:
-                # The Trainer's loss is already normalised over the accumulated batch.
-                value = (loss[0] if return_outputs else loss).detach()
-                self._record_published(value, None, inputs, weight=1 / self.current_gradient_accumulation_steps)
-            return loss
-        skip = False
-        if self.jepa.layout == "additive":
-            # The published dropout draw: global RNG, additive mask only.
-            if self.jepa.jepa_ratio > 0.0 and torch.rand(1).item() > self.jepa.jepa_ratio:
-                skip = True
-                kwargs = {k: inputs[k] for k in ("input_ids", "labels", "attention_mask")}
-                layout = layouts.Layout(kwargs, inputs["labels"])
-            else:
-                layout = layouts.additive_published(inputs, self.jepa.full_offset)
-        else:
-            layout = layouts.three_pass(inputs, with_positions=False)
-            empty = torch.full_like(inputs["labels"], -100)
-            layout.kwargs["labels"] = torch.cat([inputs["labels"], empty, empty])
-        out = model(**layout.kwargs, output_hidden_states=True)
-        lm = out.loss
-        jepa = None if skip else self._jepa_loss(out.hidden_states[-1], layout)
-        total = losses.combine(lm, 0.0 if jepa is None else jepa, self.jepa.gamma, self.jepa.lbd)
-        if model.training:
-            self._check_finite(total, lm, jepa)
-            self._record_published(lm.detach(), None if jepa is None else jepa.detach(), inputs)
-        return (total, out) if return_outputs else total
-
-    # ------------------------------------------------------------------------------
     # logging: lm_loss, jepa_loss, tokens/s and analytic FLOPs per logging window
     # ------------------------------------------------------------------------------
     def _reset_window(self) -> None:
@@ -192,21 +165,6 @@ class JepaTrainer(Trainer):
         tokens, flops = batch_flops(layout, self._counts, n_logits=self._keep.numel() * rows)
         w["tokens"] = w["tokens"] + tokens
         w["flops"] = w["flops"] + flops
-
-    def _record_published(self, lm, jepa, inputs, weight: float = 1.0) -> None:
-        """Compat: lm_loss is the model's mean over each micro-batch."""
-        w = self._window
-        w["lm_sum"] = w["lm_sum"] + lm
-        w["lm_count"] += weight
-        if jepa is not None:
-            w["jepa_sum"] = w["jepa_sum"] + jepa
-            w["jepa_n"] += 1
-        w["micro"] += 1
-        tokens = inputs["attention_mask"].sum()
-        for view in ("text", "code"):
-            if jepa is not None and f"{view}_attention_mask" in inputs:
-                tokens = tokens + inputs[f"{view}_attention_mask"].sum()
-        w["tokens"] = w["tokens"] + tokens
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._window["micro"]:

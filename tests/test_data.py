@@ -7,6 +7,7 @@ import pytest
 
 from conftest import example, real_tokenizer, write_jsonl
 from llm_jepa import data as D
+from llm_jepa.behaviour import Published
 from llm_jepa.families import family_by_name
 from llm_jepa.tokenization import setup_tokenizer
 
@@ -188,7 +189,7 @@ def test_phi_gets_fallback_template():
     from llm_jepa.families import family_by_name as fam
 
     with pytest.raises(ValueError, match="no chat template"):
-        setup_tokenizer(str(setup.tokenizer.name_or_path), fam("phi"), paper_compat=True)
+        setup_tokenizer(str(setup.tokenizer.name_or_path), fam("phi"), published=Published.everything())
 
 
 # --------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def test_spider_run_without_databases_stops_before_training(tmp_path, spider_pat
     looked = tmp_path / (spider_path or "spider_data/database")   # unset: beside DATA_DIR
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"no Spider databases (<db_id>/<db_id>.sqlite) in {looked}" in proc.stderr
-    assert "python -m llm_jepa.datasets prepare spider_data" in proc.stderr
+    assert "python -m llm_jepa.corpora prepare spider_data" in proc.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "output.txt").exists()
 
 

@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 from conftest import example, needs_shared, synthetic_rows, write_jsonl
+from llm_jepa.behaviour import Published
 from llm_jepa.config import parse_args, parse_eval_args
 from llm_jepa.evaluation import main, run
 
@@ -63,6 +64,30 @@ def test_paper_compat_generation_and_scoring(tmp_path, tuned, capsys):
                        "--nosplit_data", "--max_new_tokens", "4", "--paper_compat")
     assert summary["primary"] == "published" and summary["flags"]["eval_batch_size"] == 1
     assert "Success Rate:" in capsys.readouterr().out
+
+
+def test_published_evaluation_switches_one_at_a_time(tmp_path):
+    """--published picks evaluation behaviours one by one: the published scorer alone
+    re-scores with the string comparison (an equivalent regex is then wrong), keeps the
+    batched generation, and the summary records the switch."""
+    rows = [dict(example(answer="(dog).*"), generation="(dog).*"),
+            dict(example(answer="(dog).*"), generation="((dog)).*")]
+    preds = write_jsonl(tmp_path / "synth_preds.jsonl", rows)
+    ours = evaluate("--predictions", preds, "--output_file", tmp_path / "a.jsonl")
+    published = evaluate("--predictions", preds, "--output_file", tmp_path / "b.jsonl", "--published", "scorers")
+    assert ours["primary"] == "dfa" and ours["metrics"]["accuracy"] == 1.0
+    assert published["primary"] == "published" and published["metrics"]["accuracy"] == 0.5
+    assert published["flags"]["published"] == "scorers" and published["flags"]["eval_batch_size"] == 32
+    assert parse_eval_args(["--predictions", "p", "--published", "one_at_a_time"]).eval_batch_size == 1
+    assert parse_eval_args(["--predictions", "p", "--published", "one_at_a_time", "--eval_batch_size",
+                            "8"]).eval_batch_size == 8
+    assert parse_eval_args(["--predictions", "p", "--paper_compat"]).behaviour == Published.everything()
+
+
+def test_unknown_published_evaluation_switch_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_eval_args(["--predictions", "p", "--published", "scorers,scorer"])
+    assert "unknown behaviour scorer; known:" in capsys.readouterr().err
 
 
 def test_predictions_rescoring_and_unknown_dataset(tmp_path):

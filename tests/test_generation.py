@@ -6,6 +6,7 @@ import torch
 
 from conftest import assert_same_up_to_rounding as same, example, real_tokenizer, synthetic_rows
 from llm_jepa import generation as G
+from llm_jepa.behaviour import Published
 from llm_jepa.families import family_by_name
 from llm_jepa.tiny import tiny_config
 
@@ -22,7 +23,7 @@ def tiny_model(tiny_tokenizer):
 
 def prompts(tok, rows, max_length=512):
     texts = [G.prompt_text(tok, r, LLAMA, plain=False, template_kwargs={}) for r in rows]
-    return G.encode_prompts(tok, texts, max_length, paper_compat=False, plain=False)
+    return G.encode_prompts(tok, texts, max_length, plain=False)
 
 
 def test_prompt_is_system_and_user_with_generation_prompt(tiny_tokenizer):
@@ -56,6 +57,17 @@ def test_long_prompts_keep_their_end(tiny_tokenizer):
     (ids,) = prompts(tiny_tokenizer, [row], max_length=64)
     assert len(ids) == 64
     assert tiny_tokenizer.decode(ids).endswith("assistant<|end_header_id|>\n\n")
+
+
+def test_published_prompt_truncation_cuts_the_end(tiny_tokenizer):
+    """`--published prompt_truncation` alone: the prompt keeps its start (and so loses the
+    generation prompt)."""
+    row = example(user="dog " * 400)
+    text = G.prompt_text(tiny_tokenizer, row, LLAMA, plain=False, template_kwargs={})
+    (cut,) = G.encode_prompts(tiny_tokenizer, [text], 64, False, Published(prompt_truncation=True))
+    (ours,) = G.encode_prompts(tiny_tokenizer, [text], 64, False)
+    assert len(cut) == 64 and cut != ours
+    assert not tiny_tokenizer.decode(cut).endswith("assistant<|end_header_id|>\n\n")
 
 
 def test_batched_generation_equals_one_at_a_time(tiny_tokenizer, tiny_model):

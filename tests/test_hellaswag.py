@@ -9,7 +9,7 @@ import pytest
 from conftest import example, write_jsonl
 from llm_jepa import data as D
 from llm_jepa.config import parse_eval_args
-from llm_jepa.datasets import prepare as P
+from llm_jepa.corpora import prepare as P
 from llm_jepa.evaluation import run
 from llm_jepa.families import family_by_name
 from llm_jepa.metrics import RowScore, ScoreContext, get_metric

@@ -395,7 +395,7 @@ def test_bad_evaluation_numbers_are_refused(capsys, argv, message):
 
 def test_regex_bounds_reach_the_metric():
     from llm_jepa.config import parse_eval_args
-    from llm_jepa.datasets import dataset_for_path
+    from llm_jepa.corpora import dataset_for_path
     from llm_jepa.evaluation import Scorer
 
     cfg = parse_eval_args(["--predictions", "synth_test.jsonl", "--regex_timeout", "0.5",

@@ -61,7 +61,7 @@ def test_no_import_cycle():
 @pytest.mark.parametrize("module,forbidden", [
     ("llm_jepa.evaluation", "llm_jepa.train"),
     ("llm_jepa.evaluation", "llm_jepa.trainer"),
-    ("llm_jepa.train", "llm_jepa.datasets.prepare"),
+    ("llm_jepa.train", "llm_jepa.corpora.prepare"),
     ("llm_jepa.report", "llm_jepa.train"),
 ])
 def test_layers(module, forbidden):
@@ -72,3 +72,11 @@ def test_the_graph_is_read():
     # the check above means something only if the graph holds the package's real imports
     edges = import_graph()
     assert "llm_jepa.trainer" in edges["llm_jepa.train"] and "llm_jepa.splits" in edges["llm_jepa.evaluation"]
+
+
+def test_published_behaviour_is_decided_in_one_module():
+    """Only the switches' module and the configurations read --paper_compat; everything
+    else asks a named switch."""
+    readers = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+                     if "paper_compat" in p.read_text())
+    assert readers == ["behaviour.py", "config.py"]

@@ -12,6 +12,7 @@ from llm_jepa import losses, layouts
 from llm_jepa.collate import PadCollator
 from llm_jepa.families import family_by_name
 from llm_jepa.flops import segment_lengths
+from llm_jepa.published import forward as published_forward
 from llm_jepa.trainer import forward_layout, shifted_targets
 
 T = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
@@ -119,7 +120,7 @@ def test_additive_mask_has_no_nan_under_eager_but_published_mask_does(tiny_token
     feats = batch_features(tiny_tokenizer)
     pad = tiny_tokenizer.pad_token_id
     add = layouts.additive(PadCollator(pad)(feats), torch.float32, pad, 512)
-    published = layouts.additive_published(PadCollator(pad, pad_to=512, with_positions=False)(feats), -1)
+    published = published_forward.additive_layout(PadCollator(pad, pad_to=512, with_positions=False)(feats), -1)
     with torch.no_grad():
         assert torch.isfinite(model(**add.kwargs).logits).all()
         assert torch.isnan(model(**{k: v for k, v in published.kwargs.items() if k != "labels"}).logits).any()
@@ -149,7 +150,7 @@ def test_published_additive_layout_structure(tiny_tokenizer):
     feats = batch_features(tiny_tokenizer)
     pad = tiny_tokenizer.pad_token_id
     batch = PadCollator(pad, pad_to=256, with_positions=False)(feats)
-    lay = layouts.additive_published(batch, full_offset=-2)
+    lay = published_forward.additive_layout(batch, full_offset=-2)
     b = len(feats)
     ids, mask = lay.kwargs["input_ids"], lay.kwargs["attention_mask"]
     assert mask.dtype == torch.float32 and mask.shape == (2 * b, 1, 256, 256)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from llm_jepa.datasets import DATASETS, resolve_dataset
+from llm_jepa.corpora import DATASETS, resolve_dataset
 from llm_jepa.metrics import (
-    METRICS, Metric, RowScore, ScoreContext, get_metric, hellaswag_choices, published_correct,
-    startswith_match,
+    METRICS, Metric, RowScore, ScoreContext, get_metric, hellaswag_choices, startswith_match,
 )
+from llm_jepa.published.scoring import published_correct
 from llm_jepa.metrics.gsm8k import flexible_answer, strict_answer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

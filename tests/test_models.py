@@ -336,7 +336,7 @@ def test_run_sh_prepares_a_missing_dataset_and_says_so(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "called").read_text() == f"prepare synth --out {tmp_path}\n"
     assert proc.stderr == (f"run.sh: no {tmp_path}/synth_train.jsonl {tmp_path}/synth_test.jsonl; making the synth "
-                           f"files with 'python -m llm_jepa.datasets prepare synth --out {tmp_path}'\n")
+                           f"files with 'python -m llm_jepa.corpora prepare synth --out {tmp_path}'\n")
     # present: nothing runs; one missing: only it is named
     (tmp_path / "called").unlink()
     proc = bash(fake, tmp_path)
@@ -351,7 +351,7 @@ def test_run_sh_prepares_a_missing_dataset_and_says_so(tmp_path):
 def test_run_sh_stops_when_the_dataset_cannot_be_prepared(tmp_path, prepare):
     proc = bash(f"prepare_dataset() {{ {prepare}; }}; ensure_dataset paraphrase", tmp_path)
     assert proc.returncode == 2
-    assert (f"'python -m llm_jepa.datasets prepare paraphrase --out {tmp_path}' did not make "
+    assert (f"'python -m llm_jepa.corpora prepare paraphrase --out {tmp_path}' did not make "
             f"{tmp_path}/paraphrase_train.jsonl and {tmp_path}/paraphrase_test.jsonl") in proc.stderr
 
 
@@ -359,7 +359,7 @@ def test_run_sh_runs_the_real_prepare_command(tmp_path):
     proc = bash("ensure_dataset bogus", tmp_path)   # an unknown name fails before any download
     assert proc.returncode == 2
     assert "error: unknown dataset 'bogus'" in proc.stderr   # the datasets CLI parsed the command run.sh gave it
-    assert f"'python -m llm_jepa.datasets prepare bogus --out {tmp_path}' did not make" in proc.stderr
+    assert f"'python -m llm_jepa.corpora prepare bogus --out {tmp_path}' did not make" in proc.stderr
 
 
 def test_run_sh_fetches_only_short_model_names(tmp_path):

@@ -7,6 +7,7 @@ import torch
 
 from conftest import synthetic_rows, write_jsonl
 from llm_jepa import data as D
+from llm_jepa.behaviour import Published
 from llm_jepa import train as T
 from llm_jepa.collate import PadCollator
 from llm_jepa.config import TrainConfig
@@ -42,7 +43,7 @@ def test_compat_batches_equal_published(folder):
     from conftest import needs_shared
 
     family = family_for(folder)
-    setup = setup_tokenizer(str(needs_shared("tokenizers", folder)), family, paper_compat=True)
+    setup = setup_tokenizer(str(needs_shared("tokenizers", folder)), family, published=Published.everything())
     ours = compat_batch(setup, family, rows, predictors=2, last_token=family.last_token)
     ref = published_collator(setup.tokenizer)(
         published_features(setup.tokenizer, rows, L, predictors=2, gemma=family.name == "gemma"))
@@ -85,7 +86,7 @@ def our_trainer(tmp_path, model_dir, data, **flags):
                       paper_compat=True, batch_size=2, grad_accum=2, max_steps=3,
                       max_length=L, last_token="-1", **flags).validate()
     family = T.detect_family(cfg.model_name)
-    setup = setup_tokenizer(cfg.model_name, family, paper_compat=True)
+    setup = setup_tokenizer(cfg.model_name, family, published=Published.everything())
     splits = T.load_splits(cfg, family, setup, -1)
     save_steps, epochs = T.schedule(cfg, splits.train, 1)
     args = T.training_arguments(cfg, cfg.output_dir, cfg.dtype, save_steps, epochs, False)
@@ -100,7 +101,7 @@ def reference_trainer(tmp_path, model_dir, data, ours_args, *, regular=False, ad
 
     from transformers import AutoModelForCausalLM, Trainer
 
-    setup = setup_tokenizer(str(model_dir), family_by_name("llama"), paper_compat=True)
+    setup = setup_tokenizer(str(model_dir), family_by_name("llama"), published=Published.everything())
     tok = setup.tokenizer
     rows = [json.loads(line) for line in open(data)]
     feats = published_features(tok, rows, L, predictors=predictors)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from llm_jepa import data as D
-from llm_jepa.datasets import DATASETS, dataset_for_path
-from llm_jepa.datasets import __main__ as cli
-from llm_jepa.datasets import prepare as P
+from llm_jepa.corpora import DATASETS, dataset_for_path
+from llm_jepa.corpora import __main__ as cli
+from llm_jepa.corpora import prepare as P
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -429,7 +429,7 @@ def test_cli_list(capsys):
 
 
 def test_cli_unknown_name_is_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "llm_jepa.datasets", "prepare", "gsm8k", "nope",
+    proc = subprocess.run([sys.executable, "-m", "llm_jepa.corpora", "prepare", "gsm8k", "nope",
                            "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [proc.stderr.strip()]

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from llm_jepa.data import read_examples
-from llm_jepa.datasets import DATASETS
+from llm_jepa.corpora import DATASETS
 from llm_jepa.regex_dfa import counterexample, parse, regex_equivalent
 from llm_jepa.regex_grammar import (
     ATOMS,

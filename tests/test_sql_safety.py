@@ -1,6 +1,6 @@
 """Spider SQL safety (issue 9, items 1 and 5).
 
-Item 1: the --paper_compat scorer (metrics/published.py) no longer runs the sqlite3 CLI,
+Item 1: the --paper_compat scorer (llm_jepa/published/scoring.py) no longer runs the sqlite3 CLI,
 which even with -readonly (and -safe: fsdir()) let a prediction write, read or load any
 file; it reproduces the CLI's output on sql_exec's hardened connection. These tests
 show that hostile predictions change and create nothing and leak nothing, in both
@@ -26,8 +26,8 @@ import pytest
 
 from conftest import ROOT, example, needs_shared
 from llm_jepa import sql_exec
-from llm_jepa.metrics import published
-from llm_jepa.metrics.published import published_correct, published_score
+from llm_jepa.published import scoring as published
+from llm_jepa.published.scoring import published_correct, published_score
 from llm_jepa.sql_exec import (
     SqlError, SqlTooLarge, db_path, execute, execution_match, parse_db_id, split_statements,
 )
@@ -319,7 +319,7 @@ def _run_script(script: str, *args: str) -> dict:
 PEAK_SCRIPT = """
     import json, re, sys
     from llm_jepa.sql_exec import execution_match
-    from llm_jepa.metrics.published import published_score
+    from llm_jepa.published.scoring import published_score
 
     spider, db_id = sys.argv[1], sys.argv[2]
     row = {"messages": [{"role": "system", "content": ""},

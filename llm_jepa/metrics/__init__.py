@@ -1,16 +1,15 @@
 """The metric registry: DatasetInfo.metric -> Metric.
 
 Each metric scores one generation against a row's gold answer (`Metric.score` -> RowScore)
-and aggregates a run (`Metric.summarize`). The published, defective scoring lives apart in
-`published.py` and is used only under `--paper_compat`.
+and aggregates a run (`Metric.summarize`). The published, defective scoring lives apart
+in `llm_jepa/published/scoring.py` (`--published scorers`).
 """
 from __future__ import annotations
 
-from .base import Metric, RowScore, ScoreContext, gold_answer
+from .base import Metric, RowScore, ScoreContext, gold_answer, startswith_match
 from .classification import ExactMetric, LabelMetric
 from .gsm8k import Gsm8kMetric
 from .hellaswag import HellaswagMetric, hellaswag_choices
-from .published import published_correct, startswith_match
 from .qa import NqOpenMetric, normalize_answer
 from .regex import RegexMetric
 from .spider import SpiderMetric
@@ -30,5 +29,5 @@ def get_metric(name: str) -> Metric:
 
 __all__ = [
     "METRICS", "Metric", "RowScore", "ScoreContext", "get_metric", "gold_answer",
-    "hellaswag_choices", "normalize_answer", "published_correct", "startswith_match",
+    "hellaswag_choices", "normalize_answer", "startswith_match",
 ]

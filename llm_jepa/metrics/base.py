@@ -26,6 +26,11 @@ def gold_answer(row: dict) -> str:
     return row["messages"][2]["content"]
 
 
+def startswith_match(generation: str, row: dict) -> bool:
+    """--startswith (for --plain base models): the generation begins with the gold answer."""
+    return generation.startswith(gold_answer(row))
+
+
 def user_content(row: dict) -> str:
     return row["messages"][1]["content"]
 

@@ -159,6 +159,6 @@ class HellaswagMetric(Metric):
         if report["partial"]:   # once per run: the acc / acc_norm numbers are not lm-eval's
             logger.warning("hellaswag: %d of %d rows lack the upstream '%s' fields, so their acc / acc_norm "
                            "query has no %s: not lm-eval's numbers; rebuild the file with "
-                           "`python -m llm_jepa.datasets prepare hellaswag --out DIR`", report["partial"],
+                           "`python -m llm_jepa.corpora prepare hellaswag --out DIR`", report["partial"],
                            report["full"] + report["partial"], UPSTREAM_FIELD, " and no ".join(PARTIAL_MISSING))
         return summary

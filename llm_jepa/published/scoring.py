@@ -1,4 +1,4 @@
-"""The published evaluate.py scoring, defects included (`--paper_compat`).
+"""The published evaluation's scoring, defects included (`--published scorers`).
 
 Nothing here is a correct metric: it exists so the paper's numbers can be reproduced.
 The defects kept on purpose:
@@ -20,17 +20,12 @@ import re
 import sqlite3
 
 from .. import sql_exec
+from ..metrics.base import gold_answer, user_content
 from ..sql_exec import SqlError, SqlTimeout, SqlTooLarge, db_path, parse_db_id
-from .base import gold_answer, user_content
 
 logger = logging.getLogger(__name__)
 
 _GSM8K_ANSWER = re.compile(r"\n#### (.+)$")
-
-
-def startswith_match(generation: str, row: dict) -> bool:
-    """Published --startswith (for --plain base models): the generation begins with the gold."""
-    return generation.startswith(gold_answer(row))
 
 
 def published_correct(generation: str, row: dict, input_file: str, spider_path: str | None,

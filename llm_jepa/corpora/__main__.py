@@ -1,8 +1,8 @@
-"""`python -m llm_jepa.datasets`: list the registry, or rebuild datasets from upstream.
+"""`python -m llm_jepa.corpora`: list the registry, or rebuild datasets from upstream.
 
-    python -m llm_jepa.datasets list
-    python -m llm_jepa.datasets prepare NAME [NAME...]|all --out DIR [--spider_out DIR]
-    python -m llm_jepa.datasets prepare spider_data --out spider_data/
+    python -m llm_jepa.corpora list
+    python -m llm_jepa.corpora prepare NAME [NAME...]|all --out DIR [--spider_out DIR]
+    python -m llm_jepa.corpora prepare spider_data --out spider_data/
 
 `spider_data` is the Spider SQLite databases; they are also fetched with `spider` when
 `--spider_out` is given. See datasets/README.md for the sources and the preprocessing.
@@ -20,7 +20,7 @@ from .prepare import RECIPES, SPIDER_DATA, SPIDER_ZIP_URL, PrepareError, one_lin
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m llm_jepa.datasets", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m llm_jepa.corpora", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="print the dataset registry and each dataset's upstream source")
     prep = sub.add_parser("prepare", help="download the upstream data and write <name>_{train,test}.jsonl")
