@@ -7,6 +7,8 @@
 #   bash run.sh run_regular MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
 #   bash run.sh run_jepa    MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
 #   bash run.sh paper DATASET [MODEL]     the paper's protocol: 5 seeds, regular and JEPA
+#   bash run.sh run_stp run_regular|run_stp_jepa MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
+#                                         Semantic Tube Prediction (stp.py; see run_stp.sh)
 #
 # run_regular / run_jepa train with finetune.py, evaluate DATA_DIR/<DATASET>_test.jsonl and
 # append the `Success Rate: ...` lines to output.txt, as published; each run also has its
@@ -116,7 +118,8 @@ ensure_dataset() {
 # Other names pass through untouched.
 fetch_model() { "$PY" -m llm_jepa.models resolve "$1" >/dev/null; }
 
-# run_one regular|jepa MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
+# run_one regular|jepa|stp MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
+# (stp: --linear "$LINEAR", random_span by default)
 run_one() {
     local method=$1 model=$2 lr=$3 epochs=$4 last_token=$5 predictors=$6 seed=$7 lbd=$8 dataset=$9
     local name out spider=""
@@ -131,6 +134,7 @@ run_one() {
                  --overwrite_output_dir --learning_rate "$lr" --num_epochs "$epochs" --last_token="$last_token"
                  --predictors "$predictors" --finetune_seed "$seed" --lbd "$lbd")
     [ "$method" = regular ] && flags+=(--regular)
+    [ "$method" = stp ] && flags+=(--linear="${LINEAR:-random_span}")
     # shellcheck disable=SC2086
     launch "$FINETUNE" "${flags[@]}" ${TRAIN_ARGS:-}
     local eval_flags=(--model_name "$out" --original_model_name "$model" --input_file "$DATA_DIR/${dataset}_test.jsonl"
@@ -144,6 +148,7 @@ run_one() {
 
 run_regular() { run_one regular "$@"; }
 run_jepa() { run_one jepa "$@"; }
+run_stp_jepa() { run_one stp "$@"; }
 
 # The paper's best configuration per dataset: lr lbd k
 paper_config() {
@@ -181,7 +186,8 @@ main() {
             ensure_env; "$cmd" "$@" ;;
         paper) [ $# -ge 1 ] || { echo "usage: bash run.sh paper DATASET [MODEL]" >&2; exit 2; }
             ensure_env; paper "$@" ;;
-        *) echo "unknown command '$cmd' (demo, test, test-latest, run_regular, run_jepa, paper)" >&2; exit 2 ;;
+        run_stp) exec bash run_stp.sh "$@" ;;
+        *) echo "unknown command '$cmd' (demo, test, test-latest, run_regular, run_jepa, paper, run_stp)" >&2; exit 2 ;;
     esac
 }
 

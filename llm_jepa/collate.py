@@ -66,6 +66,8 @@ class PadCollator:
         batch = self._block(feats, "input_ids", common, prefix="")
         batch["labels"] = pad_block([f["labels"] for f in feats], batch["input_ids"].shape[1],
                                     -100, self.padding_side)
+        if "spans" in feats[0]:
+            batch["spans"] = self._shifted_spans(feats, batch["input_ids"].shape[1])
         if self.with_views and "text_input_ids" in feats[0]:
             for view in VIEWS:
                 length = common if (self.same_length or self.pad_to) else None
@@ -83,6 +85,14 @@ class PadCollator:
         if self.with_positions:
             block[f"{prefix}position_ids"] = positions
         return block
+
+    def _shifted_spans(self, feats: list[dict], length: int) -> torch.Tensor:
+        """The Full view's content spans [B, 4] in the padded rows ([0, 0, 0, 0] stays: no spans)."""
+        spans = torch.tensor([f["spans"] for f in feats], dtype=torch.long)
+        if self.padding_side == "left":
+            shift = torch.tensor([length - len(f["input_ids"]) for f in feats])[:, None]
+            spans = torch.where(spans[:, 1:2] > 0, spans + shift, spans)
+        return spans
 
     def _shifted_at(self, feats: list[dict], view: str, length: int) -> torch.Tensor:
         """Embedding positions in the padded row (left padding shifts them right)."""

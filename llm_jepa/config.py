@@ -16,7 +16,8 @@ from typing import Any, Sequence
 from .behaviour import Published, unknown_names
 from .errors import ConfigError
 from .modeling import model_path_problem
-from .objectives import ALIASES, DEFAULT, OBJECTIVES, objective_name
+from . import semantic_tube
+from .objectives import ALIASES, DEFAULT, OBJECTIVES, get_objective, objective_name
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
@@ -133,6 +134,45 @@ class TrainConfig(Validated):
     reverse_pred: bool = _flag(False, "Swap Text and Code: Code predicts Text.")
     jepa_ratio: float = _flag(-1.0, "Random JEPA-loss dropout: compute JEPA on this fraction r of steps, "
                                     "0 < r <= 1 (LD = 1 - r); -1: on every step.")
+    lbd_warmup: bool = _flag(False, "Ramp the JEPA weight linearly from --min_lbd at the first optimizer step "
+                                    "to --lbd at the last.")
+    min_lbd: float = _flag(0.0, "The JEPA weight at the first step with --lbd_warmup.")
+    constant_lr: bool = _flag(False, "Constant learning rate instead of the linear decay to 0.")
+    same_predictor: bool = _flag(False, "Append <|predictor_1|> k times instead of <|predictor_k|>...<|predictor_1|>.")
+    plain_jepa: bool = _flag(False, "Render the Text and Code views as raw content, without the chat template "
+                                    "(the Full view keeps it).")
+    # --- Semantic Tube Prediction (semantic_tube.py) ----------------------------------
+    linear: str | None = _flag(
+        None, "STP objective (alias of --jepa_loss MODE): random_span (the method), or the ablations e2e, "
+              "mean, curvature. The term is read from the Full view's hidden states: no extra rows.",
+        semantic_tube.MODES)
+    linear_predictor: bool = _flag(False, "STP: a learned D x D linear map (no bias) from the context chord to "
+                                          "the patch chord; trained and saved with the model.")
+    load_lp: bool = _flag(False, "STP: load the linear predictor saved in --model_name (it must be there).")
+    length_adjustment: str | None = _flag(
+        None, "STP random_span: weigh each patch by how balanced patch and rest are (r = rest, p = patch "
+              "length): cosine_like 2rp/(r^2+p^2), jaccard_like 1-|r-p|/(r+p).", semantic_tube.LENGTH_ADJUSTMENTS)
+    random_span_zero: bool = _flag(False, "STP: every patch starts at the first user token.")
+    random_span_e2e: bool = _flag(False, "STP: the answer region starts right after the user's content (the "
+                                         "template tokens between them join it).")
+    random_span_all: bool = _flag(False, "STP: the user region starts at the sequence's first token.")
+    random_span_max_length: int = _flag(-1, "STP: longest patch, in tokens (-1: no bound; ignored by "
+                                            "--random_span_uniform).")
+    random_span_times: int = _flag(1, "STP random_span: patches drawn per example.")
+    random_span_draw_both: bool = _flag(False, "STP: draw both ends at once and order them (rejecting empty and "
+                                               "whole spans).")
+    random_span_uniform: bool = _flag(False, "STP: every (start, end) pair equally likely.")
+    random_span_mask: bool = _flag(
+        False, "STP mask ablation: the Text view becomes the user's content through the answer with a random "
+               "patch replaced by <|mask|>, the Code view the patch; the pair objective (--jepa_loss) joins them.")
+    random_span_mask_recover: bool = _flag(False, "With --random_span_mask: the target is the unmasked sequence, "
+                                                  "not the patch.")
+    random_span_layer: int = _flag(-1, "STP: the hidden state the term reads: 0 the embeddings, k the output "
+                                       "of layer k, -1 the final (normed) state.")
+    script: str = _flag("finetune.py", "The published script whose behaviour --paper_compat reproduces (set by "
+                                       "the entry point: stp.py sets stp.py).", ("finetune.py", "stp.py"))
+    curvature_sign: bool = _flag(False, "Published STP flag: meant a signed angle, which does not exist in "
+                                        "more than 2 dimensions; it changes nothing (a warning says so).")
     same_flop: bool = _flag(False, "Shrink epochs and checkpoint interval to match regular fine-tuning FLOPs.")
     # --- diagnostics ------------------------------------------------------------------
     track_flop: bool = _flag(False, "Profile the first 10 steps and print 'Step N: FLOPs: X'.")
@@ -152,8 +192,20 @@ class TrainConfig(Validated):
             return "regular"
         if self.additive_mask:
             return "additive"
-        # the published forward runs the 3-pass layout
-        return "packed" if self.packing and not self.behaviour.forward else "3pass"
+        # the published forward runs the 3-pass layout; masked views are built in the forward,
+        # after the collator, so they cannot be packed
+        packed = self.packing and not self.behaviour.forward and not self.random_span_mask
+        return "packed" if packed else "3pass"
+
+    @property
+    def data_views(self) -> bool:
+        """Whether the batches carry the Text and Code views tokenized from the data."""
+        return not self.regular and not self.random_span_mask and bool(get_objective(self.objective).views)
+
+    @property
+    def content_spans(self) -> bool:
+        """Whether the Full view's features carry its content spans (STP, the mask ablation)."""
+        return not self.regular and (self.random_span_mask or get_objective(self.objective).spans)
 
     @property
     def last_token_offset(self) -> int | None:
@@ -173,6 +225,8 @@ class TrainConfig(Validated):
             out.append("--eval_file cannot be used with --data_file (it is split by --eval_split)")
         out.extend(self._float_problems())
         out.extend(self._objective_problems())
+        if not unknown_names(self.published):
+            out.extend(self._mask_problems())
         out.extend(self._published_problems())
         if not 0 <= self.predictors <= 10:
             out.append(f"--predictors must be between 0 and 10, got {self.predictors}")
@@ -202,9 +256,12 @@ class TrainConfig(Validated):
     @property
     def objective(self) -> str:
         """The JEPA objective's name, with the published alias flags resolved."""
-        return objective_name(self.jepa_loss, {flag: getattr(self, flag) for flag in ALIASES})
+        aliases = {flag: getattr(self, flag) for flag in ALIASES}
+        return objective_name(self.jepa_loss, aliases, self.linear)
 
     def _objective_problems(self) -> list[str]:
+        if self.linear:
+            return self._tube_problems()
         aliases = [flag for flag in ALIASES if getattr(self, flag)]
         if self.jepa_loss != DEFAULT:
             aliases = ["jepa_loss " + self.jepa_loss] + [a for a in aliases if ALIASES[a] != self.jepa_loss]
@@ -214,6 +271,41 @@ class TrainConfig(Validated):
         if self.objective not in OBJECTIVES:
             return [f"--jepa_loss {self.jepa_loss}: unknown objective; known: {', '.join(OBJECTIVES)}"]
         return []
+
+    def _mask_problems(self) -> list[str]:
+        if not self.random_span_mask:
+            return ["--random_span_mask_recover needs --random_span_mask"] if self.random_span_mask_recover else []
+        out = []
+        if self.linear:
+            out.append("--random_span_mask builds views that --linear would not read: choose one")
+        if self.regular:
+            out.append("--random_span_mask needs a JEPA run, not --regular")
+        if self.random_span_times != 1:
+            out.append("--random_span_mask draws one patch per example (--random_span_times 1)")
+        if self.behaviour.forward:
+            out.append("--random_span_mask is not reproduced with the published forward (--published forward, "
+                       "set by --paper_compat)")
+        spans = semantic_tube.TubeOptions.from_config(self, "random_span").spans
+        return out + [f"--{p}" for p in semantic_tube.tube.span_problems(spans)]
+
+    def _tube_problems(self) -> list[str]:
+        """STP: --jepa_mse switches its distance; the other objectives do not combine with it."""
+        out = [f"--linear {self.linear} cannot be combined with --{flag}" for flag in ("jepa_l2", "infonce")
+               if getattr(self, flag)]
+        if self.jepa_loss not in (DEFAULT, self.linear):
+            out.append(f"--linear {self.linear} and --jepa_loss {self.jepa_loss} choose two objectives")
+        spans = semantic_tube.TubeOptions.from_config(self, self.linear).spans
+        out += [f"--{p}" for p in semantic_tube.tube.span_problems(spans)]
+        if self.linear != "random_span" and self.random_span_times != 1:
+            out.append(f"--random_span_times applies to --linear random_span only (got --linear {self.linear})")
+        if self.linear == "curvature" and (self.linear_predictor or self.jepa_mse):
+            out.append("--linear curvature has no context chord: drop --linear_predictor and --jepa_mse")
+        if self.linear_predictor and self.fsdp:
+            out.append("--linear_predictor with --fsdp is not supported (the predictor is applied outside the "
+                       "sharded forward)")
+        if self.load_lp and not self.linear_predictor:
+            out.append("--load_lp loads the linear predictor: give --linear_predictor too")
+        return out
 
     def _float_problems(self) -> list[str]:
         return _float_problems(self, _FLOAT_RANGES)
@@ -259,6 +351,7 @@ _FLOAT_RANGES = {
     "learning_rate": (lambda v: v > 0.0, "positive"),
     "lbd": (lambda v: v >= 0.0, "0 or positive (a negative weight maximises the JEPA loss)"),
     "gamma": (lambda v: v >= 0.0, "0 or positive (a negative weight maximises the LM loss)"),
+    "min_lbd": (lambda v: v >= 0.0, "0 or positive"),
     # published: any r <= 0 meant 'off'; 0 would read as 'never', so only -1 says 'off'
     "jepa_ratio": (lambda v: v == -1.0 or 0.0 < v <= 1.0,
                    "in (0, 1] (the fraction of steps that compute JEPA), or -1 for every step"),

@@ -138,15 +138,19 @@ class ViewOptions:
     plain: bool = False
     train_all: bool = False
     use_view_fields: bool = False     # HellaSwag: Text/Code from the 'text'/'code' fields
+    same_predictor: bool = False      # k copies of <|predictor_1|> instead of <|predictor_k|>...<|predictor_1|>
+    plain_views: bool = False         # Text and Code as raw content, without the template (--plain_jepa)
 
 
 @dataclass(frozen=True)
 class RenderedView:
     """A view as a string, with the character span [start, end) of its body: the
-    assistant answer for Full, the content (plus predictors) for Text and Code."""
+    assistant answer for Full, the content (plus predictors) for Text and Code. A Full
+    view also knows the span of the user's content (`user`), which STP's objectives read."""
     text: str
     start: int
     end: int
+    user: tuple[int, int] | None = None
 
 
 def full_messages(messages: list[dict], family: Family) -> list[dict]:
@@ -158,9 +162,10 @@ def full_messages(messages: list[dict], family: Family) -> list[dict]:
     return merged
 
 
-def with_predictors(content: str, k: int, front: bool) -> str:
-    """Content with <|predictor_k|>...<|predictor_1|> appended (or prepended)."""
-    preds = "".join(f"<|predictor_{i}|>" for i in range(k, 0, -1))
+def with_predictors(content: str, k: int, front: bool, same: bool = False) -> str:
+    """Content with <|predictor_k|>...<|predictor_1|> (or k x <|predictor_1|>) appended
+    (or prepended)."""
+    preds = "".join(f"<|predictor_{1 if same else i}|>" for i in range(k, 0, -1))
     return preds + content if front else content + preds
 
 
@@ -193,18 +198,23 @@ class ViewRenderer:
     def _render_locating(self, messages: list[dict], body: str) -> RenderedView:
         """Render `messages`, whose last message has content `body`, and locate the body."""
         real = self._render(messages)
+        start, end = self._locate(messages, len(messages) - 1, body, real)
+        return RenderedView(real, start, end)
+
+    def _locate(self, messages: list[dict], index: int, body: str, real: str) -> tuple[int, int]:
+        """Character span of `body`, the content of messages[index], in the rendered `real`."""
         # A marker that neither the messages nor the template's own text contain, so that
         # it is found exactly where the template put the body.
         marker = marker_absent_from([real] + [m["content"] for m in messages])
         probe = copy.deepcopy(messages)
-        probe[-1]["content"] = marker
+        probe[index]["content"] = marker
         probe_text = self._render(probe)
         at = probe_text.find(marker)
         if at >= 0 and probe_text.count(marker) == 1:
             prefix, suffix = probe_text[:at], probe_text[at + len(marker):]
             for candidate in (body, body.strip()):  # templates may trim the content
                 if real == prefix + candidate + suffix:
-                    return RenderedView(real, at, at + len(candidate))
+                    return at, at + len(candidate)
         raise DataError(f"cannot locate the message content in the {self.family.name} chat "
                         f"template's output: {real[:200]!r}")
 
@@ -214,17 +224,24 @@ class ViewRenderer:
         if self.opts.plain:
             if self.opts.train_all:
                 text = user + PLAIN_EOT
-                return RenderedView(text, 0, len(user))
+                return RenderedView(text, 0, len(user), (0, len(user)))
             start = len(user) + len(PERCEPTION)
-            return RenderedView(user + PERCEPTION + answer + PLAIN_EOT, start, start + len(answer))
-        return self._render_locating(full_messages(msgs, self.family), answer)
+            return RenderedView(user + PERCEPTION + answer + PLAIN_EOT, start, start + len(answer), (0, len(user)))
+        messages = full_messages(msgs, self.family)
+        view = self._render_locating(messages, answer)
+        turn = len(messages) - 2   # the user's turn, just before the answer
+        u0, u1 = self._locate(messages, turn, messages[turn]["content"], view.text)
+        if messages[turn]["content"] != user:   # Gemma: the system prompt merged in front of it
+            u0 = max(u0, u1 - len(user.strip()))
+        return RenderedView(view.text, view.start, view.end, (u0, u1))
 
     def side(self, row: dict, which: str) -> RenderedView:
         """The Text (which='text') or Code (which='code') view."""
         msg = view_messages(row, which, self.family, self.opts)
         if which == "text" and self.opts.predictors:
-            msg["content"] = with_predictors(msg["content"], self.opts.predictors, self.opts.front_pred)
-        if self.opts.plain:
+            msg["content"] = with_predictors(msg["content"], self.opts.predictors, self.opts.front_pred,
+                                             self.opts.same_predictor)
+        if self.opts.plain or self.opts.plain_views:
             return RenderedView(msg["content"], 0, len(msg["content"]))
         return self._render_locating([msg], msg["content"])
 
@@ -238,12 +255,16 @@ class TokenizeStats:
     truncated: dict = field(default_factory=lambda: {"full": 0, "text": 0, "code": 0})
     no_end_of_turn: int = 0
     no_trained_tokens: int = 0   # examples whose answer truncation cut off entirely
+    no_spans: int = 0            # examples without both content spans (STP skips them)
 
     def report(self, name: str, max_length: int) -> None:
         for view, n in self.truncated.items():
             if n:
                 logger.warning("%s: %d of %d %s views exceed --max_length %d and were truncated",
                                name, n, self.examples, view, max_length)
+        if self.no_spans:
+            logger.warning("%s: %d of %d examples lack a user or answer span after truncation to --max_length "
+                           "%d; STP's term skips them", name, self.no_spans, self.examples, max_length)
         if self.no_trained_tokens:
             logger.warning("%s: %d of %d examples keep no token to train after truncation to --max_length %d "
                            "(their answers are cut off); they add nothing to the LM loss",
@@ -317,6 +338,19 @@ class ViewTokenizer:
                 need.append(first + 1)
         return min(need, default=2)
 
+    def content_spans(self, enc: dict, view: RenderedView) -> list[int]:
+        """[us, ue, as, ae]: the token spans [us, ue) of the user's content and [as, ae) of the
+        answer in a Full view (the tokens that overlap their characters); [0, 0, 0, 0] when
+        truncation cut one of them away entirely, or when a span starts at the first token
+        (nothing precedes it to read its start state from)."""
+        out = []
+        for start, end in (view.user, (view.start, view.end)):
+            inside = [i for i, (s, e) in enumerate(enc["offsets"]) if e > start and s < end and e > s]
+            if not inside or inside[0] == 0:
+                return [0, 0, 0, 0]
+            out += [inside[0], inside[-1] + 1]
+        return out
+
     def embed_index(self, enc: dict, view: RenderedView) -> int:
         """Position whose final hidden state embeds the view."""
         n = len(enc["ids"])
@@ -331,8 +365,9 @@ class ViewTokenizer:
 
 
 def tokenize_examples(rows: list[dict], renderer: ViewRenderer, vtok: ViewTokenizer,
-                      with_views: bool, name: str = "data") -> tuple[list[dict], TokenizeStats]:
-    """Features for every example: Full ids and labels, plus Text/Code ids and positions."""
+                      with_views: bool, name: str = "data", with_spans: bool = False) -> tuple[list[dict], TokenizeStats]:
+    """Features for every example: Full ids and labels, plus Text/Code ids and positions,
+    plus (with_spans) the content spans of the Full view (`spans`, ViewTokenizer.content_spans)."""
     stats = TokenizeStats(examples=len(rows))
     plain = renderer.opts.plain
     full_views = _render_all(rows, renderer.full, name)
@@ -344,6 +379,9 @@ def tokenize_examples(rows: list[dict], renderer: ViewRenderer, vtok: ViewTokeni
         stats.no_end_of_turn += not found
         stats.no_trained_tokens += not vtok.trains_something(labels)
         feats.append({"input_ids": enc["ids"], "labels": labels})
+        if with_spans:
+            feats[-1]["spans"] = vtok.content_spans(enc, view)
+            stats.no_spans += feats[-1]["spans"][1] == 0
     if rows and stats.no_trained_tokens == len(rows):
         raise _nothing_to_train(name, full_views, vtok, renderer.opts)
     if with_views:

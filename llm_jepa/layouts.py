@@ -28,6 +28,9 @@ class Layout:
     labels: torch.Tensor                           # labels of the first `labels.shape[0]` rows
     text_at: tuple[torch.Tensor, torch.Tensor] | None = None   # (rows, positions)
     code_at: tuple[torch.Tensor, torch.Tensor] | None = None
+    # The Full view's content spans, for the examples that have them: (rows [N], regions
+    # [N, 4] = us, ue, as, ae, first token of each example's sequence [N])
+    spans: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     truncated: int = 0                             # additive rows whose Code block was cut
     segments: torch.Tensor | None = None           # attention segment lengths, when known
 
@@ -53,7 +56,19 @@ def full_only(batch: dict, with_positions: bool = True) -> Layout:
     kwargs = {"input_ids": batch["input_ids"][:, keep], "attention_mask": mask[:, keep]}
     if with_positions:
         kwargs["position_ids"] = batch["position_ids"][:, keep]
-    return Layout(kwargs, batch["labels"][:, keep])
+    spans = content_spans(batch, keep.start) if "spans" in batch else None
+    return Layout(kwargs, batch["labels"][:, keep], spans=spans)
+
+
+def content_spans(batch: dict, first_column: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The spans of the examples that have usable ones (two or more content tokens), in a
+    row that starts at `first_column` of the batch."""
+    regions = batch["spans"]
+    n = (regions[:, 1] - regions[:, 0]) + (regions[:, 3] - regions[:, 2])
+    usable = (regions[:, 1] > 0) & (n >= 2)
+    rows = torch.arange(regions.shape[0], device=regions.device)[usable]
+    starts = content_start(batch["attention_mask"])[usable] - first_column
+    return rows, regions[usable] - first_column, starts
 
 
 def _used_columns(mask: torch.Tensor) -> slice:

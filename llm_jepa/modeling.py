@@ -214,3 +214,27 @@ def parameter_counts(model) -> dict[str, int]:
     cfg = base.config
     return {"body": body, "head": head_n, "layers": getattr(cfg, "num_hidden_layers", 0),
             "hidden": getattr(cfg, "hidden_size", 0)}
+
+
+def load_saved_weights(module: torch.nn.Module, model_dir: str, prefixes: tuple[str, ...]) -> str:
+    """Load `module`'s parameters from a saved model's safetensors files (single or sharded),
+    under the first of `prefixes` that holds all of them; every parameter must be found.
+    Returns the prefix used."""
+    from safetensors import safe_open
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise ConfigError(f"{model_dir}: no *.safetensors file to load the objective's weights from")
+    names = [name for name, _ in module.named_parameters()]
+    for prefix in prefixes:
+        found = {}
+        for path in files:
+            with safe_open(str(path), framework="pt") as f:
+                found.update({n: f.get_tensor(prefix + n) for n in names if prefix + n in f.keys()})
+        if len(found) == len(names):
+            with torch.no_grad():
+                for name, param in module.named_parameters():
+                    param.copy_(found[name].to(param.dtype))
+            return prefix
+    raise ConfigError(f"{model_dir} holds no saved weights for {', '.join(names)} (looked for the prefixes "
+                      f"{', '.join(prefixes)})")

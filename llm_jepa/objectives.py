@@ -7,11 +7,14 @@ The trainer knows nothing else about it: `--jepa_loss NAME` picks one, and addin
 objective is one `register(...)` call here (or in a researcher's own module, imported
 before training), its tests and a line in the README.
 
-A module returned by `make_module(hidden_size)` is attached to the model as
+A module returned by `make_module(hidden_size, options)` is attached to the model as
 `model.jepa_objective` before the optimizer is built, so it is trained with the model, is
 part of every checkpoint (and so resumes with it), and is saved with the final model.
+`options(cfg)`, when given, reads the objective's own flags from the training
+configuration once; the result reaches `make_module`.
 
-The published flags --jepa_l2, --jepa_mse and --infonce remain as aliases.
+The published flags --jepa_l2, --jepa_mse and --infonce remain as aliases, as does
+`--linear MODE` for the Semantic Tube Prediction objectives (semantic_tube.py).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from . import losses, layouts
+from . import losses, layouts, semantic_tube
 
 # The attribute a module-carrying objective is attached under.
 MODULE_ATTR = "jepa_objective"
@@ -32,6 +35,7 @@ class Embeddings:
     layout itself (labels, the positions of each view's embedding token)."""
     hidden: torch.Tensor          # [rows, width, d]
     layout: layouts.Layout
+    draw_seed: int = 0            # seeds this micro-batch's random draws (same on every rank)
 
     def text(self) -> torch.Tensor:
         """Enc(Text): [B, d], the hidden state at the Text view's embedding token."""
@@ -51,7 +55,12 @@ class Objective:
     # The views besides Full that the layout must compute; () for an objective of the
     # Full view alone (the layout then runs the Full rows only, with hidden states).
     views: tuple[str, ...] = ("text", "code")
-    make_module: Callable[[int], torch.nn.Module] | None = None
+    # make_module(hidden_size, options) -> the objective's own module (trained and saved)
+    make_module: Callable[[int, object], torch.nn.Module] | None = None
+    # options(cfg) -> the objective's settings, read from the training configuration
+    options: Callable[[object], object] | None = None
+    # Whether the Full view's features carry the content spans (data.ViewTokenizer.content_spans)
+    spans: bool = False
 
 
 OBJECTIVES: dict[str, Objective] = {}
@@ -79,19 +88,24 @@ ALIASES = {"jepa_l2": "l2", "jepa_mse": "mse", "infonce": "infonce"}
 DEFAULT = "cosine"
 
 
-def objective_name(jepa_loss: str, aliases: dict[str, bool]) -> str:
-    """The objective a configuration selects: the alias flag that is set, else --jepa_loss
-    (the configuration refuses two different choices)."""
+def objective_name(jepa_loss: str, aliases: dict[str, bool], linear: str | None = None) -> str:
+    """The objective a configuration selects: --linear (STP; --jepa_mse then switches its
+    distance), else the alias flag that is set, else --jepa_loss (the configuration refuses
+    two different choices)."""
+    if linear:
+        return linear
     chosen = [ALIASES[flag] for flag, on in aliases.items() if on]
     return chosen[0] if chosen else jepa_loss
 
 
-def attach_module(model: torch.nn.Module, objective: Objective, hidden_size: int) -> torch.nn.Module | None:
-    """The objective's own module on the model (trained, checkpointed and saved with it)."""
+def attach_module(model: torch.nn.Module, objective: Objective, hidden_size: int,
+                  options: object = None) -> torch.nn.Module | None:
+    """The objective's own module on the model (trained, checkpointed and saved with it).
+    It moves to the model's device but keeps its own dtype: fp32 parameters, as the
+    published predictor, even inside a model held in bf16."""
     if objective.make_module is None:
         return None
-    weight = next(model.parameters())
-    module = objective.make_module(hidden_size).to(device=weight.device, dtype=weight.dtype)
+    module = objective.make_module(hidden_size, options).to(device=next(model.parameters()).device)
     model.add_module(MODULE_ATTR, module)
     return module
 
@@ -107,3 +121,22 @@ register(Objective("mse", "mean squared error between Enc(Text) and Enc(Code) (a
                    _pair(losses.mse_loss)))
 register(Objective("infonce", "InfoNCE over the batch, temperature 0.07 (alias --infonce)",
                    _pair(losses.infonce_loss)))
+
+
+# Semantic Tube Prediction: the Full view alone, its content spans, and a module that holds
+# the options, the draws and the optional linear predictor.
+def _tube(mode: str, help: str) -> Objective:
+    def loss(e: Embeddings, module: torch.nn.Module) -> torch.Tensor:
+        rows, regions, starts = e.layout.spans
+        return module.loss(e.hidden, rows, regions, starts, e.draw_seed)
+
+    return Objective(mode, help, loss, views=(), spans=True,
+                     make_module=lambda d, options: semantic_tube.TubeObjective(d, options),
+                     options=lambda cfg: semantic_tube.TubeOptions.from_config(cfg, mode))
+
+
+register(_tube("random_span", "STP: a random patch's chord against the chord of the rest (alias --linear "
+                              "random_span)"))
+register(_tube("e2e", "STP ablation: the user's chord against the answer's (alias --linear e2e)"))
+register(_tube("mean", "STP ablation: the user's mean state against the answer's (alias --linear mean)"))
+register(_tube("curvature", "STP ablation: the trajectory's mean turning angle (alias --linear curvature)"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -23,10 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from .config import TrainConfig
 from .environment import KEY_PACKAGES
-from .objectives import ALIASES, DEFAULT, objective_name
+from .objectives import ALIASES, DEFAULT, OBJECTIVES, objective_name
 
 logger = logging.getLogger(__name__)
+CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 SUFFIX = ".summary.json"
 # Keys of the training config that differ between seeds of one method without making it a
@@ -37,8 +40,16 @@ IGNORED_CONFIG_KEYS = {
     "attn_implementation", "gradient_checkpointing",
     # shown in the label, as the resolved objective: the published alias flags and
     # --jepa_loss name the same objectives
-    "jepa_loss", "jepa_l2", "jepa_mse", "infonce",
+    "jepa_loss", "jepa_l2", "jepa_mse", "infonce", "linear",
 }
+# Training settings that change the method and are shown in its label when they differ from
+# their defaults (the objective's own options, the JEPA weight's schedule, the views).
+LABELLED_SETTINGS = (
+    "lbd_warmup", "min_lbd", "constant_lr", "same_predictor", "plain_jepa", "front_pred", "reverse_pred",
+    "linear_predictor", "length_adjustment", "random_span_zero", "random_span_e2e", "random_span_all",
+    "random_span_max_length", "random_span_times", "random_span_draw_both", "random_span_uniform",
+    "random_span_layer", "gamma", "published",
+)
 
 
 @dataclass
@@ -47,7 +58,7 @@ class Group:
     dataset: str
     model: str                      # full name or path; model_short is what is shown
     method: str                     # e.g. "JEPA (lr=2e-05, lbd=1.0, k=1, LoRA)"
-    kind: str                       # "base", "regular" or "jepa"
+    kind: str                       # "base", "regular", "jepa" or "stp"
     lr: float | None = None
     lora: bool = False
     sort_key: tuple = ()            # orders methods inside a dataset x model block
@@ -151,7 +162,8 @@ def method_of(s: dict) -> tuple[str, str, tuple, float | None, bool]:
     lr = float(t.get("learning_rate", float("nan")))
     lora, additive = bool(t.get("lora")), bool(t.get("additive_mask"))
     ratio = float(t.get("jepa_ratio", -1.0))
-    objective = objective_name(str(t.get("jepa_loss", DEFAULT)), {flag: bool(t.get(flag)) for flag in ALIASES})
+    objective = objective_name(str(t.get("jepa_loss", DEFAULT)), {flag: bool(t.get(flag)) for flag in ALIASES},
+                               t.get("linear"))
     extras = []
     if lora:
         extras.append(f"LoRA r={int(t.get('lora_rank', 16))}")
@@ -163,10 +175,28 @@ def method_of(s: dict) -> tuple[str, str, tuple, float | None, bool]:
         label = "regular (" + ", ".join([f"lr={_num(lr)}"] + extras) + ")"
         return label, "regular", (1, lr, lora), lr, lora
     lbd, k = float(t.get("lbd", float("nan"))), int(t.get("predictors", 0))
+    extras += _changed_settings(t)
+    if objective in OBJECTIVES and OBJECTIVES[objective].spans:
+        # STP: no views, so no predictors; --jepa_mse is an option of the objective here
+        extras = (["mse"] if t.get("jepa_mse") else []) + extras
+        label = f"STP {objective} (" + ", ".join([f"lr={_num(lr)}", f"lbd={_num(lbd)}"] + extras) + ")"
+        return label, "stp", (3, objective, lr, lbd, tuple(extras)), lr, lora
     if objective != DEFAULT:
         extras.insert(0, f"loss={objective}")
     label = "JEPA (" + ", ".join([f"lr={_num(lr)}", f"lbd={_num(lbd)}", f"k={k}"] + extras) + ")"
-    return label, "jepa", (2, lr, lbd, k, objective, lora, additive, ratio), lr, lora
+    return label, "jepa", (2, lr, lbd, k, objective, lora, additive, ratio, tuple(extras)), lr, lora
+
+
+def _changed_settings(t: dict) -> list[str]:
+    """`name=value` for every labelled setting the run changed from its default."""
+    out = []
+    for name in LABELLED_SETTINGS:
+        default = CONFIG_DEFAULTS.get(name)
+        value = t.get(name, default)
+        if value != default and value not in (None, ""):
+            out.append(name if value is True else f"{name}={value}")
+    return out
+
 
 
 def _date(s: dict) -> datetime:
@@ -296,7 +326,7 @@ def pick_baseline(jepa: Group, regulars: list[Group]) -> Group | None:
 
 def _compare_all(groups: list[Group]) -> None:
     for g in groups:
-        if g.kind != "jepa":
+        if g.kind not in ("jepa", "stp"):
             continue
         regulars = [r for r in groups if r.kind == "regular" and (r.dataset, r.model) == (g.dataset, g.model)]
         base = pick_baseline(g, regulars)

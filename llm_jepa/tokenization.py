@@ -19,6 +19,8 @@ JEPA_SPECIAL_TOKENS = PREDICTOR_TOKENS + (
     "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|perception|>")
 PERCEPTION = "<|perception|>"
 PLAIN_EOT = "<|eot_id|>"
+# The mask token of the published STP script, added to every tokenizer that lacks one.
+MASK_TOKEN = "<|mask|>"
 
 # The date the Llama-3 template falls back to when it has no clock; pinning it keeps
 # prompts (and so results) independent of the day a run happens.
@@ -43,9 +45,12 @@ def tokenizer_source(model_name: str, family: Family, override: str | None) -> s
 
 
 def setup_tokenizer(model_name: str, family: Family, *, override: str | None = None,
-                    date_string: str | None = None, published: Published = Published()) -> TokenizerSetup:
+                    date_string: str | None = None, published: Published = Published(),
+                    mask_token: bool = False) -> TokenizerSetup:
     """Load the tokenizer and make it ready for the three JEPA views. `published`: the
-    published behaviours to reproduce (none by default)."""
+    published behaviours to reproduce (none by default). `mask_token`: also add <|mask|>
+    as the mask token when the tokenizer has none (the published STP script did, for every
+    run; its embedding row is added with the others)."""
     from transformers import AutoTokenizer
 
     source = tokenizer_source(model_name, family, override)
@@ -59,6 +64,10 @@ def setup_tokenizer(model_name: str, family: Family, *, override: str | None = N
     if family.bos_token:
         tok.add_special_tokens({"bos_token": family.bos_token})
     new_tokens = add_jepa_tokens(tok, published.special_tokens)
+    if mask_token and tok.mask_token is None:
+        tok.add_special_tokens({"mask_token": MASK_TOKEN})
+        # as published, the embeddings grow only when a JEPA token was new as well
+        new_tokens = new_tokens + [MASK_TOKEN] if new_tokens else new_tokens
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not published.template_date and date_string is None:

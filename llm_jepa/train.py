@@ -22,9 +22,19 @@ from .data import DataError, TokenizeOptions, ViewOptions, ViewRenderer, ViewTok
 from .corpora import dataset_for_path
 from .families import Family, detect_family
 from .flops import ProfilerFLOPCallback
-from .modeling import TORCH_DTYPES, add_lora, load_model, merged_for_saving, parameter_dtype, resolve_dtype
+from .modeling import (
+    TORCH_DTYPES,
+    add_lora,
+    causal_lm,
+    load_model,
+    load_saved_weights,
+    merged_for_saving,
+    parameter_dtype,
+    resolve_dtype,
+)
 from .models import resolve_model_name
-from .objectives import get_objective
+from . import semantic_tube
+from .objectives import MODULE_ATTR, get_objective
 from .outputs import (
     OutputDirError,
     finished_steps,
@@ -61,7 +71,8 @@ def view_options(cfg: TrainConfig, path: str, predictors: int) -> ViewOptions:
     else:
         fields = bool(info and info.view_fields)
     return ViewOptions(predictors=predictors, front_pred=cfg.front_pred, reverse_pred=cfg.reverse_pred,
-                         plain=cfg.plain, train_all=cfg.train_all, use_view_fields=fields)
+                         plain=cfg.plain, train_all=cfg.train_all, use_view_fields=fields,
+                         same_predictor=cfg.same_predictor, plain_views=cfg.plain_jepa)
 
 
 @dataclass
@@ -77,7 +88,7 @@ def featurize(cfg: TrainConfig, family: Family, tsetup: TokenizerSetup, offset: 
     vtok = ViewTokenizer(tsetup.tokenizer, TokenizeOptions(cfg.max_length, cfg.behaviour.labels, offset,
                                                                  cfg.behaviour.double_bos))
     renderer = ViewRenderer(tsetup.tokenizer, family, view_options(cfg, path, predictors), tsetup.template_kwargs)
-    return tokenize_examples(rows, renderer, vtok, not cfg.regular, name=name)
+    return tokenize_examples(rows, renderer, vtok, cfg.data_views, name=name, with_spans=cfg.content_spans)
 
 
 def load_splits(cfg: TrainConfig, family: Family, tsetup: TokenizerSetup, offset: int | None) -> Splits:
@@ -127,6 +138,8 @@ def view_token_ratio(feats: list[dict], additive: bool = False) -> float:
 
     The additive mask cuts each view after its embedding position."""
     full = sum(len(f["input_ids"]) for f in feats)
+    if feats and "text_input_ids" not in feats[0]:
+        return 0.0   # an objective of the Full view alone (STP): no extra rows
     if additive:
         side = sum(f["text_at"] + f["code_at"] + 2 for f in feats)
     else:
@@ -192,7 +205,7 @@ def use_gradient_checkpointing(cfg: TrainConfig, model_dir: str | None = None, f
     shape = model_shape(model_dir)
     if shape is None:  # an architecture we cannot size: the published default
         return True
-    keys = ("input_ids",) if cfg.regular else ("input_ids", "text_input_ids", "code_input_ids")
+    keys = ["input_ids"] + [k for k in ("text_input_ids", "code_input_ids") if k in feats[0]]
     views, longest = len(keys), max(len(f[k]) for f in feats for k in keys)
     need = training_memory_bytes(shape, tokens=cfg.batch_size * views * longest,
                                  logits=cfg.batch_size * max(len(f["input_ids"]) for f in feats), lora=cfg.lora)
@@ -279,6 +292,7 @@ def training_arguments(cfg: TrainConfig, out: str, compute: str, save_steps: int
         eval_strategy="epoch" if has_eval else "no",
         prediction_loss_only=True,
         save_strategy="steps" if cfg.save_checkpoints else "no",
+        lr_scheduler_type="constant" if cfg.constant_lr else "linear",
         save_steps=save_steps,
         logging_steps=cfg.eval_steps,
         bf16=compute == "bf16",
@@ -326,8 +340,12 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
     compute = resolve_dtype(cfg.dtype, training=not cfg.behaviour.cpu_dtype)
     if cfg.fsdp and not torch.cuda.is_available():
         logger.warning("--fsdp needs GPUs: accelerate does not shard on CPU, so this run is plain DDP")
+    if cfg.curvature_sign:
+        logger.warning("--curvature_sign changes nothing: a turning angle in more than 2 dimensions has no "
+                       "sign (the published flag had no effect either)")
     tsetup = setup_tokenizer(model_dir, family, override=cfg.tokenizer_name and resolve_model_name(cfg.tokenizer_name),
-                             date_string=cfg.date_string, published=cfg.behaviour)
+                             date_string=cfg.date_string, published=cfg.behaviour,
+                             mask_token=cfg.random_span_mask or (cfg.behaviour.stp_mask_token and cfg.script == "stp.py"))
     offset = resolve_last_token(cfg, family)
     logger.info("family %s, compute dtype %s, last_token %s, template date %s", family.name, compute,
                 "auto" if offset is None else offset, tsetup.date_string or "today (published)")
@@ -351,6 +369,8 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
         if args.process_index == 0:  # the others wait here until it is ready
             prepare_output_dir(out, overwrite=cfg.overwrite_output_dir, resume=bool(resume))
     trainer = build_trainer(cfg, family, tsetup, splits, args, compute, offset)
+    if cfg.load_lp:
+        load_predictor(trainer, model_dir)
     trainer.train(resume_from_checkpoint=resume)
     save_final(trainer, cfg, out, tsetup)
     if trainer.is_world_process_zero():
@@ -363,6 +383,14 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
             "gradient_checkpointing": checkpointing, "published": cfg.behaviour.on()})
         logger.info("Training completed; model saved to %s", out)
     return trainer
+
+
+def load_predictor(trainer: JepaTrainer, model_dir: str) -> None:
+    """--load_lp: the linear predictor a previous STP run saved with its model (under this
+    project's name, or the published `linear_predictor.M.` one)."""
+    module = getattr(causal_lm(trainer.model), MODULE_ATTR)
+    prefix = load_saved_weights(module.predictor, model_dir, (f"{MODULE_ATTR}.predictor.", "linear_predictor.M."))
+    logger.info("--load_lp: linear predictor loaded from %s (%s*)", model_dir, prefix)
 
 
 def _already_finished(cfg: TrainConfig, out: Path, target: int) -> bool:
@@ -396,7 +424,7 @@ def make_collator(cfg: TrainConfig, pad_id: int, tokenizer_padding_side: str):
     Default batches pad on the left: every answer then ends in the last column, and the
     model computes logits for the few final columns that hold labels (`logits_to_keep`
     selects columns shared by all rows)."""
-    views = not cfg.regular and bool(get_objective(cfg.objective).views)
+    views = cfg.data_views
     if cfg.layout == "packed" and views:
         one_row = (cfg.attn_implementation or "").startswith("flash")  # varlen: no attention waste
         budget = cfg.packing_budget or (10 ** 9 if one_row else None)
@@ -404,7 +432,7 @@ def make_collator(cfg: TrainConfig, pad_id: int, tokenizer_padding_side: str):
     return PadCollator(
         pad_id=pad_id, with_views=views,  # an objective of the Full view alone needs no Text, Code
         pad_to=cfg.max_length if cfg.behaviour.forward else None,
-        same_length=cfg.layout == "3pass", with_positions=not cfg.behaviour.forward,
+        same_length=cfg.layout == "3pass" and views, with_positions=not cfg.behaviour.forward,
         padding_side=tokenizer_padding_side if cfg.behaviour.forward else "left")
 
 
@@ -421,19 +449,30 @@ def build_trainer(cfg, family, tsetup, splits, args, compute, offset) -> JepaTra
     if cfg.behaviour.forward and cfg.additive_mask and tok.padding_side == "left":
         raise ValueError("the published additive mask assumes right padding, but this tokenizer pads "
                          "left; the default forward (without the published one) handles both sides")
-    settings = jepa_settings(cfg, tok.pad_token_id, TORCH_DTYPES[compute], offset)
+    settings = jepa_settings(cfg, tok.pad_token_id, TORCH_DTYPES[compute], offset, tok.mask_token_id)
     callbacks = [CheckpointCompleteCallback()] + ([ProfilerFLOPCallback()] if cfg.track_flop else [])
     return JepaTrainer(model=model, args=args, train_dataset=ListDataset(splits.train),
                        eval_dataset=ListDataset(splits.eval) if splits.eval else None,
                        processing_class=tok, data_collator=collator, callbacks=callbacks, jepa=settings)
 
 
-def jepa_settings(cfg: TrainConfig, pad_id: int, compute_dtype: torch.dtype, full_offset: int | None) -> JepaSettings:
+def jepa_settings(cfg: TrainConfig, pad_id: int, compute_dtype: torch.dtype, full_offset: int | None,
+                  mask_id: int | None = None) -> JepaSettings:
     """The trainer's settings: the configuration's choices plus what was resolved at run time."""
+    objective = get_objective(cfg.objective)
+    options = objective.options(cfg) if objective.options and not cfg.regular else None
+    mask = None
+    if cfg.random_span_mask:
+        mask = semantic_tube.MaskOptions(
+            spans=semantic_tube.TubeOptions.from_config(cfg, "random_span").spans, mask_id=mask_id, pad_id=pad_id,
+            recover=cfg.random_span_mask_recover, span_e2e=cfg.random_span_e2e, span_all=cfg.random_span_all,
+            seed=cfg.finetune_seed)
     return JepaSettings(
         layout=cfg.layout, loss=cfg.objective, lbd=cfg.lbd, gamma=cfg.gamma, jepa_ratio=cfg.jepa_ratio,
         published_forward=cfg.behaviour.forward, max_length=cfg.max_length, pad_id=pad_id, compute_dtype=compute_dtype,
-        full_offset=full_offset, seed=cfg.finetune_seed, debug_dump=cfg.debug > 0)
+        full_offset=full_offset, seed=cfg.finetune_seed, debug_dump=cfg.debug > 0,
+        objective_options=options, hidden_layer=getattr(options, "layer", -1),
+        lbd_warmup=cfg.lbd_warmup, min_lbd=cfg.min_lbd, mask_views=mask)
 
 
 def save_final(trainer: JepaTrainer, cfg: TrainConfig, out: Path, tsetup: TokenizerSetup) -> None:

@@ -26,6 +26,7 @@ from .collate import describe_batch
 from .flops import batch_flops
 from .modeling import causal_lm, find_decoder, parameter_counts
 from .objectives import Embeddings, attach_module, get_objective
+from .semantic_tube import MaskViews
 from .published import forward as published_forward
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ class JepaSettings:
     full_offset: int | None            # published additive mask: Full rows cut at n + offset + 1
     seed: int
     debug_dump: bool                   # --debug: log the first batch as the model sees it
+    objective_options: object = None   # the objective's own settings (Objective.options)
+    hidden_layer: int = -1             # the hidden state the objective reads (-1: the final one)
+    lbd_warmup: bool = False           # ramp lbd from min_lbd at the first step to lbd at the last
+    min_lbd: float = 0.0
+    mask_views: object = None          # semantic_tube.MaskOptions: views built from the Full rows
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -61,8 +67,8 @@ class JepaTrainer(Trainer):
         # The objective's own parameters, if any: attached to the model before the
         # optimizer is built, so they train, checkpoint and save with it.
         base = causal_lm(self.model)
-        self._objective_module = (attach_module(base, self.objective, base.config.hidden_size)
-                                  if jepa.layout != "regular" else None)
+        self._objective_module = (attach_module(base, self.objective, base.config.hidden_size,
+                                                jepa.objective_options) if jepa.layout != "regular" else None)
         # Default: the returned loss is already normalised over the accumulated batch.
         # Compat: leave the decision to the Trainer, as the published trainer did.
         self.loss_is_scaled_for_ga = None if jepa.published_forward else True
@@ -72,6 +78,7 @@ class JepaTrainer(Trainer):
         self._counts = parameter_counts(self.model)
         self._logits_to_keep_ok = "logits_to_keep" in inspect.signature(
             causal_lm(self.model).forward).parameters
+        self._mask_views = MaskViews(jepa.mask_views) if jepa.mask_views is not None else None
         self._reset_window()
         self._dumped = False
 
@@ -97,8 +104,12 @@ class JepaTrainer(Trainer):
         return (total, {"loss": total}) if return_outputs else total
 
     def lbd_now(self) -> float:
-        """The JEPA term's weight at this step."""
-        return self.jepa.lbd
+        """The JEPA term's weight at this optimizer step: --lbd, or with --lbd_warmup the
+        linear ramp from --min_lbd (first step) to --lbd (last step)."""
+        if not self.jepa.lbd_warmup:
+            return self.jepa.lbd
+        last = max(self.state.max_steps - 1, 1)   # a one-step run: the ramp's start, not 0/0
+        return self.jepa.min_lbd + (self.jepa.lbd - self.jepa.min_lbd) * self.state.global_step / last
 
     def _draw_jepa(self, training: bool) -> bool:
         if not training or self.jepa.jepa_ratio <= 0:
@@ -106,8 +117,16 @@ class JepaTrainer(Trainer):
         return torch.rand(1, generator=self._dropout_rng).item() <= self.jepa.jepa_ratio
 
     def _layout(self, inputs: dict, use_jepa: bool) -> layouts.Layout:
+        if use_jepa and self._mask_views is not None:   # STP's mask ablation
+            views, usable = self._mask_views(inputs, self._draw_seed())
+            layout = self._view_layout({**inputs, **views})
+            layout.text_at, layout.code_at = (tuple(x[usable] for x in at) for at in (layout.text_at, layout.code_at))
+            return layout
         if not use_jepa or not self.objective.views:  # an objective of the Full view alone
             return layouts.full_only(inputs)
+        return self._view_layout(inputs)
+
+    def _view_layout(self, inputs: dict) -> layouts.Layout:
         if self.jepa.layout == "packed":
             return layouts.packed(inputs)
         if self.jepa.layout == "additive":
@@ -121,7 +140,8 @@ class JepaTrainer(Trainer):
         return layouts.three_pass(inputs)
 
     def _forward(self, model, layout: layouts.Layout, need_hidden: bool):
-        hidden, logits, self._keep = forward_layout(model, layout, need_hidden, self._logits_to_keep_ok)
+        hidden, logits, self._keep = forward_layout(model, layout, need_hidden, self._logits_to_keep_ok,
+                                                    self.jepa.hidden_layer)
         return hidden, logits
 
     def _lm_denominator(self, count: torch.Tensor, num_items_in_batch) -> torch.Tensor:
@@ -135,7 +155,16 @@ class JepaTrainer(Trainer):
         return denom
 
     def _jepa_loss(self, hidden: torch.Tensor, layout: layouts.Layout) -> torch.Tensor:
-        return self.objective.loss(Embeddings(hidden, layout), self._objective_module)
+        return self.objective.loss(Embeddings(hidden, layout, self._draw_seed()), self._objective_module)
+
+    def _draw_seed(self) -> int:
+        """A seed for this micro-batch's draws, from (seed, optimizer step, micro-batch): the
+        same on every rank and after a resume."""
+        step = self.state.global_step
+        if step != getattr(self, "_seed_step", None):
+            self._seed_step, self._micro_index = step, 0
+        self._micro_index += 1
+        return (self.jepa.seed * 1_000_003 + step * 1009 + self._micro_index) % (2 ** 63)
 
     def _check_finite(self, total, lm, jepa) -> None:
         if not torch.isfinite(total.detach()):
@@ -201,19 +230,21 @@ class JepaTrainer(Trainer):
         logger.debug("first batch:\n%s", describe_batch(inputs, self.processing_class))
 
 
-def forward_layout(model, layout: layouts.Layout, need_hidden: bool, logits_to_keep: bool = True):
+def forward_layout(model, layout: layouts.Layout, need_hidden: bool, logits_to_keep: bool = True,
+                   layer: int = -1):
     """One model call on a layout.
 
-    Returns the last hidden state (None unless `need_hidden`), the logits of the labelled
-    rows at the kept positions, and those positions: the columns p where some row has a
-    target at p + 1. Only those logits are computed when the model takes `logits_to_keep`.
+    Returns the hidden state of `layer` (the last by default; None unless `need_hidden`),
+    the logits of the labelled rows at the kept positions, and those positions: the columns
+    p where some row has a target at p + 1. Only those logits are computed when the model
+    takes `logits_to_keep`.
     """
     labels = layout.labels
     keep = (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
     kwargs = dict(layout.kwargs, use_cache=False)
     if logits_to_keep:
         kwargs["logits_to_keep"] = keep
-    with _capture_last_hidden(model, need_hidden) as captured:
+    with _capture_hidden(model, need_hidden, layer) as captured:
         out = model(**kwargs)
     logits = out.logits[: labels.shape[0]]
     if not logits_to_keep:
@@ -227,8 +258,10 @@ def shifted_targets(labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _capture_last_hidden(model, enabled: bool):
-    """Keep the decoder's output (the final, normed hidden state) during one forward."""
+def _capture_hidden(model, enabled: bool, layer: int = -1):
+    """Keep one hidden state during one forward: the decoder's output (the final, normed
+    state) for layer -1, the embeddings' output for 0, decoder layer k's output for k (the
+    numbering of the model's `hidden_states`)."""
     captured: dict = {}
     decoder = find_decoder(model) if enabled else None
     if not enabled:
@@ -236,12 +269,28 @@ def _capture_last_hidden(model, enabled: bool):
         return
     if decoder is None:
         raise RuntimeError("cannot find the model's decoder to read hidden states from")
+    module = hidden_state_module(decoder, layer)
 
     def hook(_module, _args, output):
-        captured["hidden"] = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        if isinstance(output, tuple):
+            output = output[0]
+        captured["hidden"] = getattr(output, "last_hidden_state", output)
 
-    handle = decoder.register_forward_hook(hook)
+    handle = module.register_forward_hook(hook)
     try:
         yield captured
     finally:
         handle.remove()
+
+
+def hidden_state_module(decoder, layer: int):
+    """The module whose output is entry `layer` of the model's hidden_states tuple."""
+    n = len(decoder.layers)
+    index = layer + n + 1 if layer < 0 else layer
+    if not 0 <= index <= n:
+        raise ValueError(f"hidden-state layer {layer} does not exist: the model has {n} layers (0..{n}, -1..-{n + 1})")
+    if index == n:
+        return decoder                     # the final, normed state
+    if index == 0:
+        return decoder.embed_tokens
+    return decoder.layers[index - 1]

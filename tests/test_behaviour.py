@@ -19,7 +19,7 @@ def cfg(*flags):
 def test_default_is_none_and_paper_compat_is_all():
     assert cfg().behaviour.on() == []
     assert cfg("--paper_compat").behaviour.on() == list(Published.names())
-    assert len(Published.names()) == 21
+    assert len(Published.names()) == 22
 
 
 def test_one_switch_alone():

@@ -26,10 +26,10 @@ def compute_loss(trainer, model, inputs, return_outputs, num_items_in_batch):
             value = (loss[0] if return_outputs else loss).detach()
             record(trainer._window, value, None, inputs, weight=1 / trainer.current_gradient_accumulation_steps)
         return loss
-    layout, skip = _layout(jepa_cfg, inputs)
+    layout, skip = _layout(jepa_cfg, inputs, full_only=not trainer.objective.views)
     out = model(**layout.kwargs, output_hidden_states=True)
     lm = out.loss
-    jepa = None if skip else trainer._jepa_loss(out.hidden_states[-1], layout)
+    jepa = None if skip else trainer._jepa_loss(out.hidden_states[jepa_cfg.hidden_layer], layout)
     total = losses.combine(lm, 0.0 if jepa is None else jepa, jepa_cfg.gamma, trainer.lbd_now())
     if model.training:
         trainer._check_finite(total, lm, jepa)
@@ -37,8 +37,11 @@ def compute_loss(trainer, model, inputs, return_outputs, num_items_in_batch):
     return (total, out) if return_outputs else total
 
 
-def _layout(jepa_cfg, inputs: dict) -> tuple[layouts.Layout, bool]:
+def _layout(jepa_cfg, inputs: dict, full_only: bool) -> tuple[layouts.Layout, bool]:
     """The published layout of a batch, and whether its JEPA term was dropped."""
+    if full_only:   # STP: the B Full rows as they are, the term read from their hidden states
+        kwargs = {k: inputs[k] for k in ("input_ids", "labels", "attention_mask")}
+        return layouts.Layout(kwargs, inputs["labels"], spans=layouts.content_spans(inputs, 0)), False
     if jepa_cfg.layout == "additive":
         # The published dropout draw: global RNG, additive mask only.
         if jepa_cfg.jepa_ratio > 0.0 and torch.rand(1).item() > jepa_cfg.jepa_ratio:
