@@ -4,7 +4,7 @@
     python bench/real_model.py --checkpointing                  # also the runs with activation checkpointing
     python bench/real_model.py --model DIR --attn eager
 
-Training: per configuration (regular; JEPA packed; JEPA 3-pass) the project's own
+Training: per configuration (regular; JEPA packed; JEPA 3-pass; STP) the project's own
 `JepaTrainer.compute_loss` + backward + fused AdamW on batches of synth_train (the
 functions of bench/train_step.py), interleaved round by round on the same batches, the
 first round a warm-up. Reported: real tokens (all views) per second and the achieved
@@ -60,13 +60,14 @@ CONFIGS = {
     "regular": (dict(regular=True), False),
     "JEPA packed": (dict(), False),
     "JEPA 3-pass": (dict(packing=False), False),
+    "STP random_span": (dict(linear="random_span"), False),
 }
 CHECKPOINTED = {
     "regular, checkpointing": (dict(regular=True), True),
     "JEPA packed, checkpointing": (dict(), True),
 }
 TARGET_MATMUL = 0.70      # training at >= 70% of the matmul throughput
-TARGET_FLOOR = 1.05       # JEPA packed / regular within 1.05x of the token floor
+TARGET_FLOOR = 1.05       # JEPA packed / regular within 1.05x of the token floor; STP / regular within 1.05x
 TARGET_GENERATION = 2.0   # generation within 2x of the matmul-bound time
 
 
@@ -283,6 +284,9 @@ def targets(rows: list[dict], gen: dict | None) -> list[str]:
         floor = by["JEPA packed"]["floor"]
         out.append(f"JEPA packed / regular = {ratio:.2f} against a token floor of {floor:.2f}: {ratio / floor:.2f}x "
                    f"the floor, target <= {TARGET_FLOOR} ({met(ratio / floor <= TARGET_FLOOR)})")
+    if "STP random_span" in by:
+        ratio = by["STP random_span"]["seconds"] / by["regular"]["seconds"]
+        out.append(f"STP random_span / regular = {ratio:.3f}, target <= {TARGET_FLOOR} ({met(ratio <= TARGET_FLOOR)})")
     if gen:
         out.append(f"generation {gen['seconds']:.2f} s against a matmul-bound {gen['matmul_bound_s']:.2f} s: "
                    f"{gen['ratio']:.2f}x, target <= {TARGET_GENERATION} ({met(gen['ratio'] <= TARGET_GENERATION)})")
@@ -303,6 +307,8 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=1, help="rounds run first and not recorded")
     p.add_argument("--checkpointing", action="store_true", help="also regular and JEPA packed with activation "
                                                                 "checkpointing")
+    p.add_argument("--configs", nargs="+", default=None, help="only these configurations (regular always runs): "
+                                                               + ", ".join(CONFIGS))
     p.add_argument("--gen_examples", type=int, default=64, help="synth_test prompts to generate for (0: none)")
     p.add_argument("--gen_batch", type=int, default=32)
     p.add_argument("--new_tokens", type=int, default=128, help="at most this many new tokens (evaluate.py's default)")
@@ -324,6 +330,8 @@ def main(argv=None) -> None:
     forward_matmul_seconds(model, 64, 8)  # the first products of a process pay its thread pool's start
     gen = generation_run(args, model, setup.tokenizer, family, setup.template_kwargs) if args.gen_examples else None
     configs = {**CONFIGS, **(CHECKPOINTED if args.checkpointing else {})}
+    if args.configs:
+        configs = {n: c for i, (n, c) in enumerate(configs.items()) if i == 0 or n in args.configs}
     rows = train_rounds(args, model, setup.tokenizer, configs)
     n_params = sum(t.numel() for t in model.parameters())
     print(f"# {Path(model_dir).name} ({n_params / 1e6:.1f}M parameters, fp32 weights; training compute "

@@ -146,9 +146,10 @@ class TrainConfig(Validated):
         None, "STP objective (alias of --jepa_loss MODE): random_span (the method), or the ablations e2e, "
               "mean, curvature. The term is read from the Full view's hidden states: no extra rows.",
         semantic_tube.MODES)
-    linear_predictor: bool = _flag(False, "STP: a learned D x D linear map (no bias) from the context chord to "
-                                          "the patch chord; trained and saved with the model.")
-    load_lp: bool = _flag(False, "STP: load the linear predictor saved in --model_name (it must be there).")
+    linear_predictor: bool = _flag(False, "A learned D x D linear map (no bias), trained and saved with the model: "
+                                          "STP maps the context chord to the patch chord with it, LLM-JEPA "
+                                          "Enc(Text) before comparing it with Enc(Code).")
+    load_lp: bool = _flag(False, "Load the linear predictor saved in --model_name (it must be there).")
     length_adjustment: str | None = _flag(
         None, "STP random_span: weigh each patch by how balanced patch and rest are (r = rest, p = patch "
               "length): cosine_like 2rp/(r^2+p^2), jaccard_like 1-|r-p|/(r+p).", semantic_tube.LENGTH_ADJUSTMENTS)
@@ -171,6 +172,8 @@ class TrainConfig(Validated):
                                        "of layer k, -1 the final (normed) state.")
     script: str = _flag("finetune.py", "The published script whose behaviour --paper_compat reproduces (set by "
                                        "the entry point: stp.py sets stp.py).", ("finetune.py", "stp.py"))
+    avg_encoding: bool = _flag(False, "Enc(Text) and Enc(Code) are the mean of the view's hidden states up to its "
+                                      "embedding token, not the state at that token.")
     curvature_sign: bool = _flag(False, "Published STP flag: meant a signed angle, which does not exist in "
                                         "more than 2 dimensions; it changes nothing (a warning says so).")
     same_flop: bool = _flag(False, "Shrink epochs and checkpoint interval to match regular fine-tuning FLOPs.")
@@ -227,6 +230,7 @@ class TrainConfig(Validated):
         out.extend(self._objective_problems())
         if not unknown_names(self.published):
             out.extend(self._mask_problems())
+        out.extend(self._predictor_problems())
         out.extend(self._published_problems())
         if not 0 <= self.predictors <= 10:
             out.append(f"--predictors must be between 0 and 10, got {self.predictors}")
@@ -300,6 +304,12 @@ class TrainConfig(Validated):
             out.append(f"--random_span_times applies to --linear random_span only (got --linear {self.linear})")
         if self.linear == "curvature" and (self.linear_predictor or self.jepa_mse):
             out.append("--linear curvature has no context chord: drop --linear_predictor and --jepa_mse")
+        if self.avg_encoding:
+            out.append("--avg_encoding pools the Text and Code views, which --linear does not read")
+        return out
+
+    def _predictor_problems(self) -> list[str]:
+        out = []
         if self.linear_predictor and self.fsdp:
             out.append("--linear_predictor with --fsdp is not supported (the predictor is applied outside the "
                        "sharded forward)")

@@ -36,10 +36,11 @@ def segment_lengths(layout) -> torch.Tensor:
 
 def batch_segments(batch: dict, with_views: bool) -> torch.Tensor:
     """Real lengths of the sequences of a collated batch: the Full rows, with the views'
-    (the packed segments of a packed batch) when `with_views`."""
+    (the packed segments of a packed batch) when `with_views` and the batch has views (an
+    objective of the Full view alone, STP, reads none)."""
     if with_views and "packed_lengths" in batch:
         return batch["packed_lengths"]
-    keys = ("", "text_", "code_") if with_views else ("",)
+    keys = ("", "text_", "code_") if with_views and "text_attention_mask" in batch else ("",)
     return torch.cat([batch[f"{k}attention_mask"].sum(1) for k in keys])
 
 

@@ -173,3 +173,16 @@ def packed(batch: dict) -> Layout:
 def gather_embeddings(hidden: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     rows, pos = at
     return hidden[rows, pos]
+
+
+def mean_embeddings(hidden: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor],
+                    position_ids: torch.Tensor | None) -> torch.Tensor:
+    """The mean of each view's states from its first token through its embedding token.
+    A view's first token is found from the position ids, which restart at 0 in every view
+    (packed, additive and padded rows alike); without them (the published batches) views
+    start at column 0."""
+    rows, pos = at
+    first = pos - position_ids[rows, pos] if position_ids is not None else torch.zeros_like(pos)
+    sums = hidden.float().cumsum(1)
+    total = sums[rows, pos] - torch.where((first > 0)[:, None], sums[rows, (first - 1).clamp(min=0)], 0.0)
+    return (total / (pos - first + 1)[:, None]).to(hidden.dtype)

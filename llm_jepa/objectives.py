@@ -36,14 +36,20 @@ class Embeddings:
     hidden: torch.Tensor          # [rows, width, d]
     layout: layouts.Layout
     draw_seed: int = 0            # seeds this micro-batch's random draws (same on every rank)
+    pooling: str = "last"         # "mean" (--avg_encoding): the view's states up to its embedding token
 
     def text(self) -> torch.Tensor:
         """Enc(Text): [B, d], the hidden state at the Text view's embedding token."""
-        return layouts.gather_embeddings(self.hidden, self.layout.text_at)
+        return self._pool(self.layout.text_at)
 
     def code(self) -> torch.Tensor:
         """Enc(Code): [B, d], the hidden state at the Code view's embedding token."""
-        return layouts.gather_embeddings(self.hidden, self.layout.code_at)
+        return self._pool(self.layout.code_at)
+
+    def _pool(self, at: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        if self.pooling == "mean":
+            return layouts.mean_embeddings(self.hidden, at, self.layout.kwargs.get("position_ids"))
+        return layouts.gather_embeddings(self.hidden, at)
 
 
 @dataclass(frozen=True)
@@ -103,24 +109,32 @@ def attach_module(model: torch.nn.Module, objective: Objective, hidden_size: int
     """The objective's own module on the model (trained, checkpointed and saved with it).
     It moves to the model's device but keeps its own dtype: fp32 parameters, as the
     published predictor, even inside a model held in bf16."""
-    if objective.make_module is None:
+    module = objective.make_module(hidden_size, options) if objective.make_module else None
+    if module is None:
         return None
-    module = objective.make_module(hidden_size, options).to(device=next(model.parameters()).device)
+    module = module.to(device=next(model.parameters()).device)
     model.add_module(MODULE_ATTR, module)
     return module
 
 
-def _pair(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
-    return lambda e, _module: fn(e.text(), e.code())
+def _pair(name: str, help: str, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Objective:
+    """An objective on Enc(Text) and Enc(Code); with --linear_predictor, a learned linear map
+    of Enc(Text) is compared instead."""
+    def loss(e: Embeddings, module: torch.nn.Module | None) -> torch.Tensor:
+        text = e.text()
+        return fn(module(text) if module is not None else text, e.code())
+
+    def make(d: int, options) -> torch.nn.Module | None:
+        predictor, seed = options
+        return semantic_tube.LinearPredictor(d, seed) if predictor else None
+
+    return Objective(name, help, loss, make_module=make, options=lambda cfg: (cfg.linear_predictor, cfg.finetune_seed))
 
 
-register(Objective("cosine", "1 - mean cos(Enc(Text), Enc(Code)) (the default)", _pair(losses.cosine_loss)))
-register(Objective("l2", "mean Euclidean distance between Enc(Text) and Enc(Code) (alias --jepa_l2)",
-                   _pair(losses.l2_loss)))
-register(Objective("mse", "mean squared error between Enc(Text) and Enc(Code) (alias --jepa_mse)",
-                   _pair(losses.mse_loss)))
-register(Objective("infonce", "InfoNCE over the batch, temperature 0.07 (alias --infonce)",
-                   _pair(losses.infonce_loss)))
+register(_pair("cosine", "1 - mean cos(Enc(Text), Enc(Code)) (the default)", losses.cosine_loss))
+register(_pair("l2", "mean Euclidean distance between Enc(Text) and Enc(Code) (alias --jepa_l2)", losses.l2_loss))
+register(_pair("mse", "mean squared error between Enc(Text) and Enc(Code) (alias --jepa_mse)", losses.mse_loss))
+register(_pair("infonce", "InfoNCE over the batch, temperature 0.07 (alias --infonce)", losses.infonce_loss))
 
 
 # Semantic Tube Prediction: the Full view alone, its content spans, and a module that holds

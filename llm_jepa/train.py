@@ -386,10 +386,12 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
 
 
 def load_predictor(trainer: JepaTrainer, model_dir: str) -> None:
-    """--load_lp: the linear predictor a previous STP run saved with its model (under this
+    """--load_lp: the linear predictor a previous run saved with its model (under this
     project's name, or the published `linear_predictor.M.` one)."""
     module = getattr(causal_lm(trainer.model), MODULE_ATTR)
-    prefix = load_saved_weights(module.predictor, model_dir, (f"{MODULE_ATTR}.predictor.", "linear_predictor.M."))
+    inner = hasattr(module, "predictor")   # STP's module holds it; LLM-JEPA's module is it
+    ours = f"{MODULE_ATTR}.predictor." if inner else f"{MODULE_ATTR}."
+    prefix = load_saved_weights(module.predictor if inner else module, model_dir, (ours, "linear_predictor.M."))
     logger.info("--load_lp: linear predictor loaded from %s (%s*)", model_dir, prefix)
 
 
@@ -472,7 +474,8 @@ def jepa_settings(cfg: TrainConfig, pad_id: int, compute_dtype: torch.dtype, ful
         published_forward=cfg.behaviour.forward, max_length=cfg.max_length, pad_id=pad_id, compute_dtype=compute_dtype,
         full_offset=full_offset, seed=cfg.finetune_seed, debug_dump=cfg.debug > 0,
         objective_options=options, hidden_layer=getattr(options, "layer", -1),
-        lbd_warmup=cfg.lbd_warmup, min_lbd=cfg.min_lbd, mask_views=mask)
+        lbd_warmup=cfg.lbd_warmup, min_lbd=cfg.min_lbd, mask_views=mask,
+        pooling="mean" if cfg.avg_encoding else "last")
 
 
 def save_final(trainer: JepaTrainer, cfg: TrainConfig, out: Path, tsetup: TokenizerSetup) -> None:

@@ -53,6 +53,7 @@ class JepaSettings:
     lbd_warmup: bool = False           # ramp lbd from min_lbd at the first step to lbd at the last
     min_lbd: float = 0.0
     mask_views: object = None          # semantic_tube.MaskOptions: views built from the Full rows
+    pooling: str = "last"              # "mean": --avg_encoding
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -155,7 +156,8 @@ class JepaTrainer(Trainer):
         return denom
 
     def _jepa_loss(self, hidden: torch.Tensor, layout: layouts.Layout) -> torch.Tensor:
-        return self.objective.loss(Embeddings(hidden, layout, self._draw_seed()), self._objective_module)
+        embeddings = Embeddings(hidden, layout, self._draw_seed(), self.jepa.pooling)
+        return self.objective.loss(embeddings, self._objective_module)
 
     def _draw_seed(self) -> int:
         """A seed for this micro-batch's draws, from (seed, optimizer step, micro-batch): the

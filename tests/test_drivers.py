@@ -39,6 +39,26 @@ def test_run_jepa_trains_evaluates_and_appends(tmp_path, tiny_llama):
     assert len((tmp_path / "output.txt").read_text().splitlines()) == 2
 
 
+def test_run_stp_trains_with_stp_py_and_reports_apart(tmp_path, tiny_llama):
+    data = needs_shared("datasets")
+    env = dict(ENV, DATA_DIR=str(data), RUNS_DIR=str(tmp_path / "runs"), OUTPUT=str(tmp_path / "output.txt"),
+               TRAIN_ARGS="--dtype fp32 --max_steps 2 --batch_size 2 --grad_accum 1",
+               EVAL_ARGS="--max_examples 4 --max_new_tokens 4")
+    proc = bash("run.sh", "run_stp", "run_stp_jepa", tiny_llama, "1e-3", "1", "auto", "0", "82", "0.02", "synth",
+                env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "synth_stp_tiny-llama_lr1e-3_lbd0.02_k0_s82"
+    record = json.loads((run_dir / "run_config.json").read_text())
+    assert record["jepa_loss"] == "random_span" and record["config"]["script"] == "stp.py"
+    assert not record["config"]["save_checkpoints"]          # stp.py: only with --enable_save
+    proc = bash("run_stp.sh", "run_regular", tiny_llama, "1e-3", "1", "auto", "0", "82", "0.02", "synth", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = subprocess.run([sys.executable, "evaluate.py", "report", str(tmp_path / "runs")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert "STP random_span (lr=0.001, lbd=0.02" in report.stdout and "regular (lr=0.001" in report.stdout
+    assert "usage: bash run_stp.sh run_stp_jepa" in bash("run_stp.sh", "run_stp_jepa", "x").stderr
+
+
 @pytest.mark.parametrize("args,message", [
     ([], "run.sh demo"), (["paper", "nq_open"], "no published configuration"),
     (["run_jepa", "x"], "usage: bash run.sh run_jepa"), (["bogus"], "unknown command"),

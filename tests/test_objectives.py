@@ -70,7 +70,7 @@ def full_view_predictor():
 
     made = []
 
-    def make(d: int) -> torch.nn.Module:
+    def make(d: int, _options) -> torch.nn.Module:
         made.append(torch.nn.Linear(d, d, bias=False))
         made.append(made[-1].weight.detach().clone())   # its initial weight
         return made[0]

@@ -227,3 +227,28 @@ def test_mask_ablation_trains(tmp_path, tiny_llama, extra):
     jepa = [h["jepa_loss"] for h in trainer.state.log_history if "jepa_loss" in h]
     assert len(jepa) == 3 and all(v > 0 for v in jepa)
     assert json.loads((out / "run_config.json").read_text())["layout"] == ("additive" if extra else "3pass")
+
+
+# --------------------------------------------------------------------------------------
+# LLM-JEPA options from the STP script: the linear predictor and mean pooling
+# --------------------------------------------------------------------------------------
+def test_mean_embeddings_by_hand():
+    """Two packed views in one row (positions restart at 0): each mean covers its own
+    tokens up to its embedding token."""
+    hidden = torch.arange(12, dtype=torch.float32).reshape(1, 6, 2)   # state t = (2t, 2t+1)
+    positions = torch.tensor([[0, 1, 2, 0, 1, 2]])
+    at = (torch.tensor([0, 0]), torch.tensor([1, 5]))
+    got = layouts.mean_embeddings(hidden, at, positions)
+    assert got.tolist() == [[1.0, 2.0], [8.0, 9.0]]              # mean of t=0,1 and of t=3,4,5
+    assert layouts.mean_embeddings(hidden, at, None)[1].tolist() == [5.0, 6.0]   # from column 0
+
+
+def test_jepa_with_linear_predictor_and_avg_encoding(tmp_path, tiny_llama):
+    trainer, out = stp_run(tmp_path, tiny_llama, "jepa_lp", "--linear_predictor", "--avg_encoding", "--predictors",
+                           "1", "--lbd", "1.0")
+    module = getattr(trainer.model, O.MODULE_ATTR)
+    assert isinstance(module, torch.nn.Module) and module.weight.shape[0] == trainer.model.config.hidden_size
+    assert f"{O.MODULE_ATTR}.weight" in load_file(str(out / "model.safetensors"))
+    again, _ = stp_run(tmp_path, out, "jepa_lp2", "--linear_predictor", "--load_lp", "--learning_rate", "1e-12",
+                       steps=1)
+    assert torch.allclose(getattr(again.model, O.MODULE_ATTR).weight, module.weight, atol=1e-6)
