@@ -205,7 +205,7 @@ def use_gradient_checkpointing(cfg: TrainConfig, model_dir: str | None = None, f
     shape = model_shape(model_dir)
     if shape is None:  # an architecture we cannot size: the published default
         return True
-    keys = ["input_ids"] + [k for k in ("text_input_ids", "code_input_ids") if k in feats[0]]
+    keys = ["input_ids"] + (["text_input_ids", "code_input_ids"] if cfg.data_views else [])
     views, longest = len(keys), max(len(f[k]) for f in feats for k in keys)
     need = training_memory_bytes(shape, tokens=cfg.batch_size * views * longest,
                                  logits=cfg.batch_size * max(len(f["input_ids"]) for f in feats), lora=cfg.lora)

@@ -47,7 +47,8 @@ def test_real_model_benchmark_runs(tmp_path, tiny_llama):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     rows = {r["config"]: r for r in results["training"]}
-    assert list(rows) == ["regular", "JEPA packed", "JEPA 3-pass"]
+    assert list(rows) == ["regular", "JEPA packed", "JEPA 3-pass", "STP random_span"]
+    assert rows["STP random_span"]["floor"] == 1.0
     assert rows["regular"]["floor"] == 1.0 and rows["JEPA packed"]["floor"] > 1.0
     assert all(r["seconds"] > 0 and r["gflops"] > 0 and r["matmul_gflops"] > 0 for r in rows.values())
     gen = results["generation"]
