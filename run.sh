@@ -9,6 +9,7 @@
 #   bash run.sh paper DATASET [MODEL]     the paper's protocol: 5 seeds, regular and JEPA
 #   bash run.sh run_stp run_regular|run_stp_jepa MODEL LR EPOCHS LAST_TOKEN PREDICTORS SEED LBD DATASET
 #                                         Semantic Tube Prediction (stp.py; see run_stp.sh)
+#   bash run.sh study scratch|smollm2 [--quick]   the accuracy studies behind the README's Results
 #
 # run_regular / run_jepa train with finetune.py, evaluate DATA_DIR/<DATASET>_test.jsonl and
 # append the `Success Rate: ...` lines to output.txt, as published; each run also has its
@@ -175,7 +176,7 @@ paper() {
 
 main() {
     local cmd=${1:-}
-    [ -n "$cmd" ] || { sed -n '2,10p' "$0"; exit 2; }
+    [ -n "$cmd" ] || { sed -n '2,13p' "$0"; exit 2; }
     shift
     case $cmd in
         test) ensure_env; "$PY" -m pytest -q -p no:cacheprovider "$@" ;;
@@ -187,7 +188,9 @@ main() {
         paper) [ $# -ge 1 ] || { echo "usage: bash run.sh paper DATASET [MODEL]" >&2; exit 2; }
             ensure_env; paper "$@" ;;
         run_stp) exec bash run_stp.sh "$@" ;;
-        *) echo "unknown command '$cmd' (demo, test, test-latest, run_regular, run_jepa, paper, run_stp)" >&2; exit 2 ;;
+        study) [ $# -ge 1 ] || { echo "usage: bash run.sh study scratch|smollm2 [--quick]" >&2; exit 2; }
+            ensure_env; "$PY" -m llm_jepa.study "$@" ;;
+        *) echo "unknown command '$cmd' (demo, test, test-latest, run_regular, run_jepa, paper, run_stp, study)" >&2; exit 2 ;;
     esac
 }
 

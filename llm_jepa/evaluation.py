@@ -183,10 +183,21 @@ def _quantization(cfg: EvalConfig):
 
 def training_config(model_name: str | None) -> dict | None:
     """The `config` of the run_config.json finetune.py wrote into the model directory."""
+    record = _run_record(model_name)
+    return record.get("config") if record else None
+
+
+def training_cost(model_name: str | None) -> dict | None:
+    """What the training run cost, from its run_config.json: optimizer steps, seconds, FLOPs."""
+    record = _run_record(model_name)
+    if not record:
+        return None
+    return {k: record.get(k) for k in ("global_steps", "train_seconds", "train_flops")}
+
+
+def _run_record(model_name: str | None) -> dict | None:
     path = Path(model_name or "") / RUN_CONFIG
-    if path.is_file():
-        return json.loads(path.read_text()).get("config")
-    return None
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 # --------------------------------------------------------------------------------------
@@ -482,7 +493,8 @@ def _summary(cfg, info, examples, scores, metrics, training, extra) -> dict:
             "metrics": metrics,
             "counts": {"examples": len(scores), "scored": len(scored), "skipped": len(skipped),
                        "correct": sum(bool(s.correct) for s in scored), "unscorable": len(unscorable)},
-            "skipped": skipped, "unscorable": unscorable, "training": training, "flags": dataclasses.asdict(cfg),
+            "skipped": skipped, "unscorable": unscorable, "training": training,
+            "training_cost": training_cost(cfg.model_name), "flags": dataclasses.asdict(cfg),
             "seed": (training or {}).get("finetune_seed", cfg.seed),
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "versions": stack_record(), **extra}

@@ -68,8 +68,10 @@ class Group:
     # Filled by group() for JEPA rows that have a regular row to compare against.
     baseline: str | None = None     # method label of the regular group compared with
     p_value: float | None = None
+    p_greater: float | None = None  # one-sided: the method's mean is above regular's
     diff: float | None = None       # mean of (JEPA - regular) over paired seeds, metric units
     n_pairs: int = 0
+    costs: list[dict] = field(default_factory=list)   # per run: train_seconds, train_flops
 
     @property
     def n(self) -> int:
@@ -279,7 +281,7 @@ def group(summaries: list[dict], metric: str = "accuracy") -> list[Group]:
         groups.append(Group(dataset=dataset, model=model, method=label, kind=kind, lr=lr, lora=lora,
                             sort_key=key, seeds=[seed_of(s) for s in runs],
                             values=[float(s["metrics"][metric]) for s in runs],
-                            paths=[s["path"] for s in runs]))
+                            paths=[s["path"] for s in runs], costs=[s.get("training_cost") or {} for s in runs]))
     groups.sort(key=lambda g: (g.dataset, g.model, g.sort_key, g.method))
     _compare_all(groups)
     return groups
@@ -293,8 +295,9 @@ def _matched(a: Group, b: Group) -> list[int | None]:
     return sorted(common)
 
 
-def paired_test(jepa: Group, regular: Group) -> tuple[float | None, float | None, int]:
-    """Paired t-test of JEPA against regular over the seeds both have.
+def paired_test(jepa: Group, regular: Group, alternative: str = "two-sided") -> tuple[float | None, float | None, int]:
+    """Paired t-test of JEPA against regular over the seeds both have (`alternative`
+    "greater": one-sided, JEPA above regular).
 
     Returns (p-value, mean of JEPA - regular in metric units, number of pairs); p and the
     difference are None with fewer than 2 pairs, p is None when the differences have no
@@ -312,7 +315,7 @@ def paired_test(jepa: Group, regular: Group) -> tuple[float | None, float | None
     # warn about catastrophic cancellation and return nan or a meaningless p.
     if max(d) - min(d) <= 1e-12:
         return None, statistics.fmean(d), len(seeds)
-    p = float(ttest_rel(x, y).pvalue)
+    p = float(ttest_rel(x, y, alternative=alternative).pvalue)
     return (None if math.isnan(p) else p), statistics.fmean(d), len(seeds)
 
 
@@ -333,6 +336,7 @@ def _compare_all(groups: list[Group]) -> None:
         if base is not None:
             g.baseline = base.method
             g.p_value, g.diff, g.n_pairs = paired_test(g, base)
+            g.p_greater = paired_test(g, base, alternative="greater")[0]
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -345,10 +349,13 @@ def _seeds(g: Group) -> str:
     return ", ".join("-" if s is None else str(s) for s in g.seeds)
 
 
-def markdown(groups: list[Group], metric: str = "accuracy") -> str:
-    """The table, then one footnote per regular row that JEPA rows were compared with."""
+def markdown(groups: list[Group], metric: str = "accuracy", costs: bool = False) -> str:
+    """The table, then one footnote per regular row that JEPA rows were compared with.
+    costs: also the one-sided p and each method's training cost per run (mean)."""
     head = ["dataset", "model", "method", f"{metric} (mean ± std, %)", "n", "seeds", "Δ vs regular", "p"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 2 + ["---"] + ["---:"] * 2) + "|"]
+    extra = ["p (one-sided, >)", "train TFLOP / run", "train min / run"] if costs else []
+    align = ["---"] * 3 + ["---:"] * 2 + ["---"] + ["---:"] * (2 + len(extra))
+    lines = ["| " + " | ".join(head + extra) + " |", "|" + "|".join(align) + "|"]
     notes: dict[tuple, int] = {}   # (dataset, model, baseline) -> footnote number
     for g in groups:
         delta, p = "-", "-"
@@ -358,6 +365,9 @@ def markdown(groups: list[Group], metric: str = "accuracy") -> str:
             p = "-" if g.p_value is None else f"{g.p_value:.3g}"
         acc = _pct(g.mean) + " ± " + _pct(g.std)
         row = [g.dataset, g.model_short, g.method, acc, str(g.n), _seeds(g), delta, p]
+        if costs:
+            row += ["-" if g.p_greater is None else f"{g.p_greater:.3g}",
+                    _mean_cost(g, "train_flops", 1e12, "{:.2f}"), _mean_cost(g, "train_seconds", 60, "{:.1f}")]
         lines.append("| " + " | ".join(row) + " |")
     for (dataset, model, baseline), mark in notes.items():
         # A blank line before each note keeps them separate paragraphs when rendered.
@@ -366,8 +376,13 @@ def markdown(groups: list[Group], metric: str = "accuracy") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mean_cost(g: Group, key: str, unit: float, fmt: str) -> str:
+    values = [c[key] for c in g.costs if isinstance(c.get(key), (int, float))]
+    return fmt.format(statistics.fmean(values) / unit) if values else "-"
+
+
 CSV_FIELDS = ["dataset", "model", "method", "kind", "n", "mean", "std", "seeds", "values",
-              "baseline", "n_pairs", "diff", "p_value"]
+              "baseline", "n_pairs", "diff", "p_value", "p_greater", "train_flops", "train_seconds"]
 
 
 def write_csv(groups: list[Group], path: str | Path) -> None:
@@ -387,6 +402,9 @@ def write_csv(groups: list[Group], path: str | Path) -> None:
                 "baseline": g.baseline or "", "n_pairs": g.n_pairs if g.baseline else "",
                 "diff": "" if g.diff is None else repr(g.diff),
                 "p_value": "" if g.p_value is None else repr(g.p_value),
+                "p_greater": "" if g.p_greater is None else repr(g.p_greater),
+                "train_flops": " ".join(repr(c.get("train_flops")) for c in g.costs if c.get("train_flops")),
+                "train_seconds": " ".join(repr(c.get("train_seconds")) for c in g.costs if c.get("train_seconds")),
             })
     logger.info("wrote %s", path)
 
@@ -413,7 +431,10 @@ def bar_chart(groups: list[Group], path: str | Path, metric: str = "accuracy") -
         start = x - width * (len(bars) - 1) / 2    # centre each cluster on its tick
         for i, g in enumerate(bars):
             ax.bar(start + i * width, 100 * g.mean, width, yerr=100 * (g.std or 0.0), capsize=3,
-                   color=colors[g.method], label=None if g.method in labelled else g.method)
+                   color=colors[g.method], alpha=0.6, label=None if g.method in labelled else g.method)
+            # every seed as a point on its bar
+            ax.plot([start + i * width] * len(g.values), [100 * v for v in g.values], "o", color="black",
+                    markersize=3)
             labelled.add(g.method)
     ax.set_xticks(range(len(clusters)), [f"{d}\n{Path(m).name}" for d, m in clusters])
     ax.set_ylabel(f"{metric} (%)")
@@ -434,7 +455,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help=f"Summary JSON files, or directories searched for *{SUFFIX}.")
     parser.add_argument("--metric", default="accuracy", help="Key of `metrics` to report (default: accuracy).")
     parser.add_argument("--csv", help="Also write one CSV row per group here.")
-    parser.add_argument("--png", help="Also write a grouped bar chart here.")
+    parser.add_argument("--png", help="Also write a grouped bar chart here (every seed a point on its bar).")
+    parser.add_argument("--md", help="Also write the table (markdown) here.")
+    parser.add_argument("--costs", action="store_true",
+                        help="Also the one-sided paired p (method above regular) and the training FLOPs and "
+                             "minutes per run.")
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
@@ -453,7 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not groups:
         return fail(f"none of the {len(summaries)} summaries has the metric {args.metric!r}")
 
-    print(markdown(groups, args.metric), end="")
+    table = markdown(groups, args.metric, costs=args.costs)
+    print(table, end="")
+    if args.md:
+        Path(args.md).write_text(table)
     print(software_note([s for s in summaries if any(s["path"] in g.paths for g in groups)]), end="")
     if args.csv:
         write_csv(groups, args.csv)

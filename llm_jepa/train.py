@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -371,7 +372,9 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
     trainer = build_trainer(cfg, family, tsetup, splits, args, compute, offset)
     if cfg.load_lp:
         load_predictor(trainer, model_dir)
+    started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - started
     save_final(trainer, cfg, out, tsetup)
     if trainer.is_world_process_zero():
         write_run_config(out, cfg, {
@@ -380,9 +383,19 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
             "layout": cfg.layout, "jepa_loss": cfg.objective,
             "new_tokens": tsetup.new_tokens, "tokenize_stats": splits.stats, "save_steps": save_steps,
             "num_epochs": epochs, "global_steps": trainer.state.global_step, "world_size": args.world_size,
-            "gradient_checkpointing": checkpointing, "published": cfg.behaviour.on()})
+            "gradient_checkpointing": checkpointing, "published": cfg.behaviour.on(),
+            # this process's training (a resumed run counts the resumed part only)
+            "train_seconds": round(train_seconds, 2), "train_flops": run_flops(trainer)})
         logger.info("Training completed; model saved to %s", out)
     return trainer
+
+
+def run_flops(trainer: JepaTrainer) -> float:
+    """The analytic training FLOPs of the run, summed over ranks."""
+    flops = torch.as_tensor(trainer.total_flops, dtype=torch.float64, device=trainer.args.device)
+    if trainer.accelerator.num_processes > 1:
+        flops = trainer.accelerator.reduce(flops, reduction="sum")
+    return float(flops)
 
 
 def load_predictor(trainer: JepaTrainer, model_dir: str) -> None:

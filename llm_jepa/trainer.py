@@ -80,6 +80,7 @@ class JepaTrainer(Trainer):
         self._logits_to_keep_ok = "logits_to_keep" in inspect.signature(
             causal_lm(self.model).forward).parameters
         self._mask_views = MaskViews(jepa.mask_views) if jepa.mask_views is not None else None
+        self.total_flops = 0.0
         self._reset_window()
         self._dumped = False
 
@@ -196,6 +197,7 @@ class JepaTrainer(Trainer):
         tokens, flops = batch_flops(layout, self._counts, n_logits=self._keep.numel() * rows)
         w["tokens"] = w["tokens"] + tokens
         w["flops"] = w["flops"] + flops
+        self.total_flops = self.total_flops + flops   # the whole run's analytic training FLOPs (this rank)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._window["micro"]:
