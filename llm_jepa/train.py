@@ -376,6 +376,7 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
     trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - started
     save_final(trainer, cfg, out, tsetup)
+    flops = run_flops(trainer)   # a collective: every rank takes part
     if trainer.is_world_process_zero():
         write_run_config(out, cfg, {
             "family": family.name, "compute_dtype": compute, "last_token": "auto" if offset is None else offset,
@@ -385,7 +386,7 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
             "num_epochs": epochs, "global_steps": trainer.state.global_step, "world_size": args.world_size,
             "gradient_checkpointing": checkpointing, "published": cfg.behaviour.on(),
             # this process's training (a resumed run counts the resumed part only)
-            "train_seconds": round(train_seconds, 2), "train_flops": run_flops(trainer)})
+            "train_seconds": round(train_seconds, 2), "train_flops": flops})
         logger.info("Training completed; model saved to %s", out)
     return trainer
 

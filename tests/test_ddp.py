@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from conftest import ROOT, assert_same_up_to_rounding
 
 
-@pytest.mark.parametrize("layout", [[], ["--additive_mask"]])
+@pytest.mark.parametrize("layout", [[], ["--additive_mask"], ["--linear", "e2e", "--linear_predictor"]])
 def test_two_process_gloo_run(tmp_path, train_file, tiny_llama, layout):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     out = tmp_path / "ddp"
