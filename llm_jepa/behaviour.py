@@ -60,9 +60,10 @@ class Published:
     checkpointing: bool = False
     # --last_token defaults to -1 (the view's last token, whatever it is). Default: auto.
     last_token: bool = False
-    # stp.py only: <|mask|> is added to every tokenizer (one more embedding row, so even its
-    # regular runs differ from finetune.py's). Default: no mask token.
-    stp_mask_token: bool = False
+    # stp.py only (--script stp.py): <|mask|> is added to every tokenizer (one more embedding
+    # row, so even its regular runs differ from finetune.py's), and --plain joins user and
+    # answer with "\n<|perception|>". Default: no mask token unless a mode uses it; no newline.
+    stp_script: bool = False
 
     # --- evaluation (the tokenizer switches above apply to it too) ------------------------
     # A prompt longer than --max_length loses its end, the generation prompt included.

@@ -140,6 +140,7 @@ class ViewOptions:
     use_view_fields: bool = False     # HellaSwag: Text/Code from the 'text'/'code' fields
     same_predictor: bool = False      # k copies of <|predictor_1|> instead of <|predictor_k|>...<|predictor_1|>
     plain_views: bool = False         # Text and Code as raw content, without the template (--plain_jepa)
+    plain_separator: str = PERCEPTION  # --plain: between the user's text and the answer
 
 
 @dataclass(frozen=True)
@@ -225,8 +226,9 @@ class ViewRenderer:
             if self.opts.train_all:
                 text = user + PLAIN_EOT
                 return RenderedView(text, 0, len(user), (0, len(user)))
-            start = len(user) + len(PERCEPTION)
-            return RenderedView(user + PERCEPTION + answer + PLAIN_EOT, start, start + len(answer), (0, len(user)))
+            sep = self.opts.plain_separator
+            start = len(user) + len(sep)
+            return RenderedView(user + sep + answer + PLAIN_EOT, start, start + len(answer), (0, len(user)))
         messages = full_messages(msgs, self.family)
         view = self._render_locating(messages, answer)
         turn = len(messages) - 2   # the user's turn, just before the answer

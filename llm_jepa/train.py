@@ -47,7 +47,7 @@ from .outputs import (
 )
 from .runtime import is_rank0, setup_cpu_numerics, setup_logging, world_size
 from .splits import split_indices
-from .tokenization import TokenizerSetup, setup_tokenizer
+from .tokenization import PERCEPTION, TokenizerSetup, setup_tokenizer
 from .trainer import JepaSettings, JepaTrainer
 
 logger = logging.getLogger("llm_jepa")
@@ -63,6 +63,11 @@ def resolve_last_token(cfg: TrainConfig, family: Family) -> int | None:
     return cfg.last_token_offset
 
 
+def published_stp(cfg: TrainConfig) -> bool:
+    """Whether the run reproduces the published STP script's own differences."""
+    return cfg.behaviour.stp_script and cfg.script == "stp.py"
+
+
 def view_options(cfg: TrainConfig, path: str, predictors: int) -> ViewOptions:
     info = dataset_for_path(path)
     if cfg.behaviour.view_fields:
@@ -73,7 +78,8 @@ def view_options(cfg: TrainConfig, path: str, predictors: int) -> ViewOptions:
         fields = bool(info and info.view_fields)
     return ViewOptions(predictors=predictors, front_pred=cfg.front_pred, reverse_pred=cfg.reverse_pred,
                          plain=cfg.plain, train_all=cfg.train_all, use_view_fields=fields,
-                         same_predictor=cfg.same_predictor, plain_views=cfg.plain_jepa)
+                         same_predictor=cfg.same_predictor, plain_views=cfg.plain_jepa,
+                         plain_separator="\n" + PERCEPTION if published_stp(cfg) else PERCEPTION)
 
 
 @dataclass
@@ -346,7 +352,7 @@ def run(cfg: TrainConfig) -> JepaTrainer | None:
                        "sign (the published flag had no effect either)")
     tsetup = setup_tokenizer(model_dir, family, override=cfg.tokenizer_name and resolve_model_name(cfg.tokenizer_name),
                              date_string=cfg.date_string, published=cfg.behaviour,
-                             mask_token=cfg.random_span_mask or (cfg.behaviour.stp_mask_token and cfg.script == "stp.py"))
+                             mask_token=cfg.random_span_mask or published_stp(cfg))
     offset = resolve_last_token(cfg, family)
     logger.info("family %s, compute dtype %s, last_token %s, template date %s", family.name, compute,
                 "auto" if offset is None else offset, tsetup.date_string or "today (published)")

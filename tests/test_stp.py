@@ -252,3 +252,16 @@ def test_jepa_with_linear_predictor_and_avg_encoding(tmp_path, tiny_llama):
     again, _ = stp_run(tmp_path, out, "jepa_lp2", "--linear_predictor", "--load_lp", "--learning_rate", "1e-12",
                        steps=1)
     assert torch.allclose(getattr(again.model, O.MODULE_ATTR).weight, module.weight, atol=1e-6)
+
+
+def test_stp_script_differences_only_with_script_stp():
+    """--paper_compat reproduces the script it is run from: stp.py's '\\n<|perception|>' for
+    --plain (and its <|mask|> token), never finetune.py's."""
+    from llm_jepa.tokenization import PERCEPTION
+
+    stp = parse_args(["--train_file", "x", "--paper_compat", "--script", "stp.py", "--plain"])
+    finetune = parse_args(["--train_file", "x", "--paper_compat", "--plain"])
+    assert T.published_stp(stp) and not T.published_stp(finetune)
+    assert T.view_options(stp, "x", 0).plain_separator == "\n" + PERCEPTION
+    assert T.view_options(finetune, "x", 0).plain_separator == PERCEPTION
+    assert not T.published_stp(parse_args(["--train_file", "x", "--script", "stp.py"]))
