@@ -183,6 +183,50 @@ class PackCollator:
         return batch
 
 
+@dataclass
+class FullPackCollator:
+    """Full views only (regular fine-tuning, STP), several per row, padding-free:
+
+        packed_input_ids, packed_position_ids, packed_labels   [rows, width]
+        packed_lengths                                         [B]: each example's length
+        packed_rows, packed_starts                             [B]: its row and first column
+        packed_spans                                           [B, 4]: its content spans in the row
+
+    plus the left-padded batch (input_ids, attention_mask, labels, spans), which the steps
+    that drop the JEPA term use. Position ids restart at 0 in every example (the model then
+    attends block-diagonally); a row's trailing padding continues its last example's
+    positions. The first token of each example carries no label, so that no example is
+    trained to predict the next one's start.
+    """
+    pad_id: int
+
+    def __call__(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        batch = PadCollator(self.pad_id, with_views=False, padding_side="left")(feats)
+        lengths = [len(f["input_ids"]) for f in feats]
+        width, rows = cheapest_packing(lengths, frozenset())
+        width = max(sum(lengths[s] for s in row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        where = torch.zeros((2, len(feats)), dtype=torch.long)     # row, first column
+        for r, row in enumerate(rows):
+            start = 0
+            for ex in row:
+                n = lengths[ex]
+                ids[r, start:start + n] = torch.tensor(feats[ex]["input_ids"])
+                labels[r, start + 1:start + n] = torch.tensor(feats[ex]["labels"][1:])
+                pos[r, start:start + n] = torch.arange(n)
+                where[:, ex] = torch.tensor([r, start])
+                start += n
+            pos[r, start:] = torch.arange(width - start) + (pos[r, start - 1] + 1)
+        batch.update(packed_input_ids=ids, packed_position_ids=pos, packed_labels=labels,
+                     packed_lengths=torch.tensor(lengths), packed_rows=where[0], packed_starts=where[1])
+        if "spans" in feats[0]:
+            spans = torch.tensor([f["spans"] for f in feats], dtype=torch.long)
+            batch["packed_spans"] = torch.where(spans[:, 1:2] > 0, spans + where[1][:, None], spans)
+        return batch
+
+
 # Row widths tried by `cheapest_packing`, in multiples of the batch's longest segment.
 BUDGET_FACTORS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 # The row width at which a token's attention (over the whole row: the block-diagonal mask

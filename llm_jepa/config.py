@@ -113,6 +113,9 @@ class TrainConfig(Validated):
     packing: bool = _flag(
         True, "Pack the Full, Text and Code views of a batch padding-free into a few rows (default JEPA "
               "layout). --no-packing: the 3-pass layout, [Full; Text; Code] as 3B padded rows.")
+    pack_full: bool = _flag(
+        False, "Regular fine-tuning and objectives of the Full view alone (STP): pack several examples per row, "
+               "padding-free, instead of one padded row each.")
     packing_budget: int = _flag(
         0, "Tokens per packed row. 0: automatic, per batch: the width from 1x to 3x the longest view "
            "that computes the fewest padded tokens (one row with flash attention).")
@@ -231,6 +234,11 @@ class TrainConfig(Validated):
         if not unknown_names(self.published):
             out.extend(self._mask_problems())
         out.extend(self._predictor_problems())
+        if self.pack_full and not unknown_names(self.published):
+            if self.data_views or self.random_span_mask:
+                out.append("--pack_full packs Full views alone (regular, STP); the JEPA views are packed by --packing")
+            if self.behaviour.forward:
+                out.append("--pack_full does not apply to the published forward (--published forward)")
         out.extend(self._published_problems())
         if not 0 <= self.predictors <= 10:
             out.append(f"--predictors must be between 0 and 10, got {self.predictors}")

@@ -60,6 +60,18 @@ def full_only(batch: dict, with_positions: bool = True) -> Layout:
     return Layout(kwargs, batch["labels"][:, keep], spans=spans)
 
 
+def packed_full(batch: dict) -> Layout:
+    """The packed Full rows of a FullPackCollator batch (several examples per row)."""
+    kwargs = {"input_ids": batch["packed_input_ids"], "position_ids": batch["packed_position_ids"]}
+    spans = None
+    if "packed_spans" in batch:
+        regions = batch["packed_spans"]
+        n = (regions[:, 1] - regions[:, 0]) + (regions[:, 3] - regions[:, 2])
+        usable = (regions[:, 1] > 0) & (n >= 2)
+        spans = (batch["packed_rows"][usable], regions[usable], batch["packed_starts"][usable])
+    return Layout(kwargs, batch["packed_labels"], spans=spans, segments=batch["packed_lengths"])
+
+
 def content_spans(batch: dict, first_column: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The spans of the examples that have usable ones (two or more content tokens), in a
     row that starts at `first_column` of the batch."""

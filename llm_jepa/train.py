@@ -17,7 +17,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .collate import PackCollator, PadCollator
+from .collate import FullPackCollator, PackCollator, PadCollator
 from .config import ConfigError, TrainConfig, parse_args
 from .data import DataError, TokenizeOptions, ViewOptions, ViewRenderer, ViewTokenizer, read_examples, tokenize_examples
 from .corpora import dataset_for_path
@@ -447,6 +447,8 @@ def make_collator(cfg: TrainConfig, pad_id: int, tokenizer_padding_side: str):
     model computes logits for the few final columns that hold labels (`logits_to_keep`
     selects columns shared by all rows)."""
     views = cfg.data_views
+    if cfg.pack_full and not views and not cfg.behaviour.forward and not cfg.random_span_mask:
+        return FullPackCollator(pad_id)
     if cfg.layout == "packed" and views:
         one_row = (cfg.attn_implementation or "").startswith("flash")  # varlen: no attention waste
         budget = cfg.packing_budget or (10 ** 9 if one_row else None)

@@ -124,6 +124,8 @@ class JepaTrainer(Trainer):
             layout = self._view_layout({**inputs, **views})
             layout.text_at, layout.code_at = (tuple(x[usable] for x in at) for at in (layout.text_at, layout.code_at))
             return layout
+        if "packed_rows" in inputs:   # --pack_full: several Full views per row
+            return layouts.packed_full(inputs)
         if not use_jepa or not self.objective.views:  # an objective of the Full view alone
             return layouts.full_only(inputs)
         return self._view_layout(inputs)

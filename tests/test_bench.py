@@ -18,7 +18,7 @@ def test_train_step_benchmark_runs(tmp_path):
                            "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert [r["layout"] for r in rows][0] == "regular, dynamic padding" and len(rows) == 8
+    assert [r["layout"] for r in rows][0] == "regular, dynamic padding" and len(rows) == 10
     assert rows[0]["ratio"] == 1.0 and all(r["ms"] > 0 and r["floor"] >= 1.0 for r in rows)
     assert "packed / regular" in proc.stdout and "STP random_span / regular" in proc.stdout
     stp = next(r for r in rows if r["layout"] == "STP random_span")

@@ -265,3 +265,45 @@ def test_stp_script_differences_only_with_script_stp():
     assert T.view_options(stp, "x", 0).plain_separator == "\n" + PERCEPTION
     assert T.view_options(finetune, "x", 0).plain_separator == PERCEPTION
     assert not T.published_stp(parse_args(["--train_file", "x", "--script", "stp.py"]))
+
+
+# --------------------------------------------------------------------------------------
+# --pack_full: several examples per row
+# --------------------------------------------------------------------------------------
+def test_full_packing_places_examples_and_spans(tiny_tokenizer):
+    from llm_jepa.collate import FullPackCollator
+
+    rows = [example(user="a much longer request about lines and words", answer="(dog).*"), example(), example()]
+    feats = spans_of(tiny_tokenizer, LLAMA, rows)
+    batch = FullPackCollator(tiny_tokenizer.pad_token_id)(feats)
+    lay = layouts.packed_full(batch)
+    ids, pos = lay.kwargs["input_ids"], lay.kwargs["position_ids"]
+    assert ids.shape[0] < len(rows)                       # several examples share a row
+    r, regions, starts = lay.spans
+    for i, f in enumerate(feats):
+        row, start, n = int(r[i]), int(starts[i]), len(f["input_ids"])
+        assert ids[row, start:start + n].tolist() == f["input_ids"] and pos[row, start:start + n].tolist() == list(range(n))
+        us, ue, as_, ae = regions[i].tolist()
+        assert ids[row, us:ue].tolist() == f["input_ids"][f["spans"][0]:f["spans"][1]]
+        assert ids[row, as_:ae].tolist() == f["input_ids"][f["spans"][2]:f["spans"][3]]
+        assert lay.labels[row, start] == -100             # nobody predicts the next example's start
+
+
+@pytest.mark.parametrize("flags", [["--regular"], ["--linear", "random_span", "--lbd", "1.0"]])
+def test_packed_full_rows_train_as_the_padded_ones(tmp_path, tiny_llama, flags):
+    """The same run with --pack_full: the same losses (same examples, same spans) up to
+    float rounding of the different attention layout."""
+    padded, _ = stp_run(tmp_path, tiny_llama, "padded", *flags, "--eval_steps", "1")
+    packed, _ = stp_run(tmp_path, tiny_llama, "packed", *flags, "--pack_full", "--eval_steps", "1")
+    from llm_jepa.collate import FullPackCollator
+    assert isinstance(packed.data_collator, FullPackCollator)
+    for key in ("lm_loss", "jepa_loss") if "--linear" in flags else ("lm_loss",):
+        a = [h[key] for h in padded.state.log_history if key in h]
+        b = [h[key] for h in packed.state.log_history if key in h]
+        assert len(a) == 3 and a == pytest.approx(b, rel=1e-4, abs=1e-6), key
+
+
+def test_pack_full_problems():
+    problems = TrainConfig(train_file="x", pack_full=True).problems()
+    assert any("--pack_full packs Full views alone" in p for p in problems)
+    assert not TrainConfig(train_file="x", pack_full=True, linear="random_span").problems()
