@@ -27,7 +27,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -79,7 +79,7 @@ class Study:
     layers: int = 4
     vocab_size: int = 600
     dtype: str = "fp32"
-    extra: dict = field(default_factory=dict)
+    log_every: int = 25                   # optimizer steps between logged losses
 
 
 # The methods' training flags for a setting.
@@ -115,7 +115,7 @@ def quick(study: Study) -> Study:
     grid = {m: settings[:2] for m, settings in study.grid.items()}
     return Study(name=study.name + "_quick", model=None, grid=grid, seeds=study.seeds[:2], n_train=None, n_val=40,
                  n_val_eval=20, n_test=None, epochs=1, batch_size=8, max_length=192, max_new_tokens=24, hidden=32,
-                 layers=2, vocab_size=300)
+                 layers=2, vocab_size=300, log_every=2)
 
 
 # --------------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def run_one(study: Study, base: str, method: str, setting: Setting, seed: int, t
              "--overwrite_output_dir", "--learning_rate", str(setting.lr), "--num_epochs", str(study.epochs),
              "--batch_size", str(study.batch_size), "--grad_accum", "1", "--max_length", str(study.max_length),
              "--finetune_seed", str(seed), "--no-save_checkpoints", "--no-gradient_checkpointing",
-             "--dtype", study.dtype, "--eval_steps", "25", *method_flags(method, setting)]
+             "--dtype", study.dtype, "--eval_steps", str(study.log_every), *method_flags(method, setting)]
     if study.model is None:
         flags.append("--pretrain")
     train_run(parse_args(flags))
@@ -182,6 +182,7 @@ def run_one(study: Study, base: str, method: str, setting: Setting, seed: int, t
         "--output_file", str(run_dir / "eval" / f"{eval_file.stem}.jsonl"), "--max_new_tokens",
         str(study.max_new_tokens), "--eval_batch_size", "64", "--dtype", "fp32"]))
     summary["collapse"] = run_collapse_check(run_dir, eval_file, setting, study)
+    summary["final_losses"] = final_losses(run_dir)
     summary["study"] = {"name": study.name, "method": method, "setting": asdict(setting), "seed": seed,
                         "threads": torch.get_num_threads()}
     summary_path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,9 +231,43 @@ def final_runs(study: Study, base: str, chosen: dict[str, Setting], paths: dict,
             run_one(study, base, method, setting, seed, paths["train"], paths["test"], work, out)
 
 
-def report(results: Path) -> None:
+def report(results: Path, work: Path) -> None:
     report_main([str(results / "runs"), "--costs", "--md", str(results / "table.md"),
                  "--csv", str(results / "table.csv"), "--png", str(results / "table.png")])
+    (results / "collapse.md").write_text(collapse_table(results, work))
+
+
+def final_losses(run_dir: Path) -> dict:
+    """The last logged lm_loss and jepa_loss of a run (its trainer_state.json)."""
+    state = run_dir / "trainer_state.json"
+    if not state.exists():
+        return {}
+    logged = [h for h in json.loads(state.read_text())["log_history"] if "lm_loss" in h]
+    last = logged[-1] if logged else {}
+    return {k: last[k] for k in ("lm_loss", "jepa_loss") if k in last}
+
+
+def collapse_table(results: Path, work: Path) -> str:
+    """Per final run: its last JEPA loss next to the collapse check (views and chords)."""
+    head = ("| run | accuracy | last lm_loss | last jepa_loss | views: matched cos | views: non-matching cos | "
+            "views: eff. rank (Text, Code) | chords: matched cos | chords: non-matching cos | "
+            "chords: eff. rank (user, answer) |")
+    lines = [head, "|" + "---|" * 10]
+    for path in sorted((results / "runs").glob("*.summary.json")):
+        s = json.loads(path.read_text())
+        name = path.name.replace(".summary.json", "")
+        losses = s.get("final_losses") or final_losses(work / "runs" / name)
+        v, c = s["collapse"]["views"], s["collapse"]["chords"]
+        cells = [name, f"{100 * s['metrics']['accuracy']:.2f}", _fmt(losses.get("lm_loss")),
+                 _fmt(losses.get("jepa_loss")), _fmt(v["matched_cos"]), _fmt(v["unmatched_cos"]),
+                 f"{v['effective_rank_a']:.1f}, {v['effective_rank_b']:.1f}", _fmt(c["matched_cos"]),
+                 _fmt(c["unmatched_cos"]), f"{c['effective_rank_a']:.1f}, {c['effective_rank_b']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 def run_study(study: Study, quick_run: bool, results_root: Path, work_root: Path) -> Path:
@@ -244,7 +279,7 @@ def run_study(study: Study, quick_run: bool, results_root: Path, work_root: Path
     base = base_model(study, train, work)
     chosen = search(study, base, paths, work, results)
     final_runs(study, base, chosen, paths, work, results)
-    report(results)
+    report(results, work)
     (results / "study.json").write_text(json.dumps({
         "study": asdict(study), "quick": quick_run, "chosen": {m: asdict(s) for m, s in chosen.items()},
         "data": {k: len(read_examples(p)) for k, p in paths.items()}, "versions": stack_record(),
@@ -254,6 +289,7 @@ def run_study(study: Study, quick_run: bool, results_root: Path, work_root: Path
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bash run.sh study", description=__doc__.split("\n")[0])
+    p.add_argument("--report_only", action="store_true", help="only remake the tables from the finished runs")
     p.add_argument("name", choices=sorted(STUDIES))
     p.add_argument("--quick", action="store_true", help="a toy version on generated data (a couple of minutes)")
     p.add_argument("--results", default="results", help="where tables and summaries go")
@@ -264,6 +300,9 @@ def main(argv=None) -> int:
     setup_cpu_numerics()
     torch.set_num_threads(args.threads)
     study = quick(STUDIES[args.name]) if args.quick else STUDIES[args.name]
+    if args.report_only:
+        report(Path(args.results) / study.name, Path(args.work) / study.name)
+        return 0
     results = run_study(study, args.quick, Path(args.results), Path(args.work))
     print(f"study {study.name}: results in {results}")
     shutil.rmtree(Path(args.work) / study.name / "runs", ignore_errors=True) if args.quick else None

@@ -27,6 +27,9 @@ def test_quick_study_runs_end_to_end_and_resumes(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "STP random_span" in table and "p (one-sided, >)" in table and "train TFLOP / run" in table
     assert (out / "table.png").stat().st_size > 0 and (out / "table.csv").exists()
+    collapse = (out / "collapse.md").read_text()
+    assert collapse.count("\n| stp_") == 2 and "views: matched cos" in collapse
+    assert "jepa_loss" in summary["final_losses"] or summary["study"]["method"] == "regular"
     # no model weights are kept
     assert not list((tmp_path / "work" / "scratch_quick" / "runs").rglob("model.safetensors"))
     # resumable: a second call finds every run done and trains nothing
