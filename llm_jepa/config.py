@@ -159,7 +159,8 @@ class TrainConfig(Validated):
     random_span_zero: bool = _flag(False, "STP: every patch starts at the first user token.")
     random_span_e2e: bool = _flag(False, "STP: the answer region starts right after the user's content (the "
                                          "template tokens between them join it).")
-    random_span_all: bool = _flag(False, "STP: the user region starts at the sequence's first token.")
+    random_span_all: bool = _flag(False, "STP: the user region takes in the whole prompt: it starts after the "
+                                         "sequence's first token, whose state begins its chord.")
     random_span_max_length: int = _flag(-1, "STP: longest patch, in tokens (-1: no bound; ignored by "
                                             "--random_span_uniform).")
     random_span_times: int = _flag(1, "STP random_span: patches drawn per example.")

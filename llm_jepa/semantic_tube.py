@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import tube
+from . import layouts, tube
 from .published import tube as published_tube
 
 MODES = ("random_span", "e2e", "mean", "curvature")
@@ -182,7 +182,7 @@ class MaskViews:
         if opts.span_e2e:
             regions[:, 2] = regions[:, 1]
         if opts.span_all:
-            regions[:, 0] = layouts_content_start(batch["attention_mask"])
+            regions[:, 0] = layouts.content_start(batch["attention_mask"]) + 1
         n = (regions[:, 1] - regions[:, 0]) + (regions[:, 3] - regions[:, 2])
         usable = (batch["spans"][:, 1] > 0) & (n >= 2)
         # rows without spans get a harmless stand-in patch; the layout leaves them out
@@ -197,11 +197,6 @@ class MaskViews:
         if self.options.published:
             return tube.published_sample_spans(n.tolist(), self.options.spans, self._published_gen)
         return tube.sample_spans(n.cpu(), self.options.spans, torch.Generator().manual_seed(draw_seed))
-
-
-def layouts_content_start(mask: torch.Tensor) -> torch.Tensor:
-    """Each row's first real token (left or right padding)."""
-    return mask.float().argmax(1)
 
 
 def masked_views(ids: torch.Tensor, regions: torch.Tensor, s: torch.Tensor, e: torch.Tensor, mask_id: int,
