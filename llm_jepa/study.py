@@ -80,6 +80,7 @@ class Study:
     vocab_size: int = 600
     dtype: str = "fp32"
     log_every: int = 25                   # optimizer steps between logged losses
+    generated_data: bool = False          # pairs from the project's grammar instead of DATA_DIR (--quick)
 
 
 # The methods' training flags for a setting.
@@ -115,15 +116,15 @@ def quick(study: Study) -> Study:
     grid = {m: settings[:2] for m, settings in study.grid.items()}
     return Study(name=study.name + "_quick", model=None, grid=grid, seeds=study.seeds[:2], n_train=None, n_val=40,
                  n_val_eval=20, n_test=None, epochs=1, batch_size=8, max_length=192, max_new_tokens=24, hidden=32,
-                 layers=2, vocab_size=300, log_every=2)
+                 layers=2, vocab_size=300, log_every=2, generated_data=True)
 
 
 # --------------------------------------------------------------------------------------
 # data and the base model
 # --------------------------------------------------------------------------------------
-def data_files(study: Study, quick_run: bool, work: Path) -> tuple[list[dict], list[dict]]:
+def data_files(study: Study, work: Path) -> tuple[list[dict], list[dict]]:
     """(train rows, test rows): NL-RX-SYNTH from DATA_DIR, or generated pairs for --quick."""
-    if quick_run:
+    if study.generated_data:
         train, test = write_dataset(work / "data", 160, 40, seed=1)
         return read_examples(train), read_examples(test)
     folder = Path(os.environ.get("DATA_DIR", "datasets"))
@@ -168,7 +169,7 @@ def run_one(study: Study, base: str, method: str, setting: Setting, seed: int, t
             work: Path, summary_path: Path) -> dict:
     if summary_path.exists():
         return json.loads(summary_path.read_text())
-    run_dir = work / "runs" / summary_path.stem.replace(".summary", "")
+    run_dir = work / summary_path.parent.name / summary_path.stem.replace(".summary", "")
     flags = ["--train_file", str(train_file), "--model_name", base, "--output_dir", str(run_dir),
              "--overwrite_output_dir", "--learning_rate", str(setting.lr), "--num_epochs", str(study.epochs),
              "--batch_size", str(study.batch_size), "--grad_accum", "1", "--max_length", str(study.max_length),
@@ -274,7 +275,7 @@ def run_study(study: Study, quick_run: bool, results_root: Path, work_root: Path
     results, work = results_root / study.name, work_root / study.name
     results.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    train, test = data_files(study, quick_run, work)
+    train, test = data_files(study, work)
     paths = write_splits(study, train, test, work)
     base = base_model(study, train, work)
     chosen = search(study, base, paths, work, results)
@@ -287,9 +288,32 @@ def run_study(study: Study, quick_run: bool, results_root: Path, work_root: Path
     return results
 
 
+def rerun(study: Study, name: str, results: Path, work: Path) -> bool:
+    """Train and evaluate one finished run again, from scratch, and compare its metrics."""
+    found = [p for p in (results / "runs" / f"{name}.summary.json", results / "search" / f"{name}.summary.json")
+             if p.exists()]
+    if not found:
+        raise SystemExit(f"no finished run {name!r} in {results}/runs or {results}/search")
+    original = json.loads(found[0].read_text())
+    run = original["study"]
+    train, test = data_files(study, work)
+    paths = write_splits(study, train, test, work)
+    final = found[0].parent.name == "runs"
+    out = work / "rerun" / f"{name}.summary.json"
+    out.unlink(missing_ok=True)
+    again = run_one(study, base_model(study, train, work), run["method"], Setting(**run["setting"]), run["seed"],
+                    paths["train" if final else "search_train"], paths["test" if final else "val"], work, out)
+    same = again["metrics"] == original["metrics"]
+    print(f"{name}: accuracy {again['metrics']['accuracy']} now, {original['metrics']['accuracy']} recorded: "
+          f"{'reproduced exactly' if same else 'DIFFERENT'}")
+    return same
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bash run.sh study", description=__doc__.split("\n")[0])
     p.add_argument("--report_only", action="store_true", help="only remake the tables from the finished runs")
+    p.add_argument("--rerun", metavar="RUN", help="train and evaluate this finished run again (its summary's name "
+                                                  "without .summary.json) and say whether it reproduces")
     p.add_argument("name", choices=sorted(STUDIES))
     p.add_argument("--quick", action="store_true", help="a toy version on generated data (a couple of minutes)")
     p.add_argument("--results", default="results", help="where tables and summaries go")
@@ -303,6 +327,8 @@ def main(argv=None) -> int:
     if args.report_only:
         report(Path(args.results) / study.name, Path(args.work) / study.name)
         return 0
+    if args.rerun:
+        return 0 if rerun(study, args.rerun, Path(args.results) / study.name, Path(args.work) / study.name) else 1
     results = run_study(study, args.quick, Path(args.results), Path(args.work))
     print(f"study {study.name}: results in {results}")
     shutil.rmtree(Path(args.work) / study.name / "runs", ignore_errors=True) if args.quick else None

@@ -37,6 +37,10 @@ def test_quick_study_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     assert {p: p.stat().st_mtime for p in (out / "runs").glob("*.json")} == before
     assert "study scratch_quick: results in" in capsys.readouterr().out
+    # one run trained again from scratch gives the same metrics
+    name = runs[0].replace(".summary.json", "")
+    assert main(args + ["--rerun", name]) == 0
+    assert "reproduced exactly" in capsys.readouterr().out
 
 
 def test_method_flags_and_studies():
