@@ -14,8 +14,13 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank() -> int:
+    """This process's global rank (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_rank0() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return rank() == 0
 
 
 def setup_cpu_numerics() -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import layouts, tube
+from . import layouts, runtime, tube
 from .published import tube as published_tube
 
 MODES = ("random_span", "e2e", "mean", "curvature")
@@ -37,7 +37,7 @@ class TubeOptions:
     spans: tube.SpanOptions = field(default_factory=tube.SpanOptions)
     length_adjustment: str | None = None
     span_e2e: bool = False         # the answer region starts right after the user's content
-    span_all: bool = False         # the user region starts at the sequence's first token
+    span_all: bool = False         # the user region starts after the sequence's first token
     linear_predictor: bool = False
     mse: bool = False              # mean squared error instead of the weighted cosine
     layer: int = -1                # which hidden state (0: embeddings, k: after layer k, -1: final)
@@ -53,7 +53,7 @@ class TubeOptions:
         return cls(mode=mode, spans=spans, length_adjustment=cfg.length_adjustment,
                    span_e2e=cfg.random_span_e2e, span_all=cfg.random_span_all,
                    linear_predictor=cfg.linear_predictor, mse=cfg.jepa_mse, layer=cfg.random_span_layer,
-                   seed=cfg.finetune_seed, published=cfg.behaviour.forward)
+                   seed=cfg.finetune_seed, published=cfg.behaviour.forward, rank=runtime.rank())
 
 
 class LinearPredictor(torch.nn.Module):
@@ -128,7 +128,7 @@ class TubeObjective(torch.nn.Module):
         regions = regions.clone()
         if opts.span_e2e:        # the answer region begins where the user's content ends
             regions[:, 2] = regions[:, 1]
-        if opts.span_all:        # the user region begins at the sequence's first token
+        if opts.span_all:        # the user region begins after the sequence's first token
             regions[:, 0] = starts + 1
         n = (regions[:, 1] - regions[:, 0]) + (regions[:, 3] - regions[:, 2])
         s, e = self._draw(n, draw_seed)            # each example's `times` patches in a row
