@@ -178,6 +178,7 @@ def run_one(study: Study, base: str, method: str, setting: Setting, seed: int, t
     if study.model is None:
         flags.append("--pretrain")
     train_run(parse_args(flags))
+    started = time.perf_counter()
     summary = evaluate_run(parse_eval_args([
         "--model_name", str(run_dir), "--input_file", str(eval_file), "--dataset", "synth", "--nosplit_data",
         "--output_file", str(run_dir / "eval" / f"{eval_file.stem}.jsonl"), "--max_new_tokens",
@@ -185,7 +186,8 @@ def run_one(study: Study, base: str, method: str, setting: Setting, seed: int, t
     summary["collapse"] = run_collapse_check(run_dir, eval_file, setting, study)
     summary["final_losses"] = final_losses(run_dir)
     summary["study"] = {"name": study.name, "method": method, "setting": asdict(setting), "seed": seed,
-                        "threads": torch.get_num_threads()}
+                        "threads": torch.get_num_threads(),
+                        "eval_seconds": round(time.perf_counter() - started, 1)}   # with the collapse check
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=1, default=str) + "\n")
     drop_weights(run_dir)
