@@ -22,6 +22,7 @@ a rerun of one configuration on the same machine type reproduces its accuracy ex
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -81,6 +82,7 @@ class Study:
     dtype: str = "fp32"
     log_every: int = 25                   # optimizer steps between logged losses
     generated_data: bool = False          # pairs from the project's grammar instead of DATA_DIR (--quick)
+    search_seed: int = 82                 # the seed of every search run
 
 
 # The methods' training flags for a setting.
@@ -218,7 +220,8 @@ def search(study: Study, base: str, paths: dict, work: Path, results: Path) -> d
         scores = []
         for s in settings if len(settings) > 1 else ():
             out = results / "search" / f"{method}_{s.label()}.summary.json"
-            summary = run_one(study, base, method, s, study.seeds[0], paths["search_train"], paths["val"], work, out)
+            summary = run_one(study, base, method, s, study.search_seed, paths["search_train"], paths["val"], work,
+                              out)
             scores.append((summary["metrics"]["accuracy"], s))
         best = max(scores, key=lambda x: x[0])[1] if scores else settings[0]
         chosen[method] = best
@@ -321,11 +324,18 @@ def main(argv=None) -> int:
     p.add_argument("--results", default="results", help="where tables and summaries go")
     p.add_argument("--work", default="study_work", help="where models and generations go (large; not committed)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (the numbers depend on it)")
+    p.add_argument("--seeds", type=int, nargs="+", help="only these of the study's seeds (to share the final "
+                                                        "runs between processes: give each its own seeds)")
     args = p.parse_args(argv)
     setup_logging(False)
     setup_cpu_numerics()
     torch.set_num_threads(args.threads)
     study = quick(STUDIES[args.name]) if args.quick else STUDIES[args.name]
+    if args.seeds:
+        unknown = sorted(set(args.seeds) - set(study.seeds))
+        if unknown:
+            p.error(f"--seeds {unknown} are not seeds of the study {study.name} ({list(study.seeds)})")
+        study = dataclasses.replace(study, seeds=tuple(sd for sd in study.seeds if sd in args.seeds))
     if args.report_only:
         report(Path(args.results) / study.name, Path(args.work) / study.name)
         return 0

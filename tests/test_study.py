@@ -47,6 +47,7 @@ def test_method_flags_and_studies():
     assert method_flags("stp", Setting(1e-3, 0.02)) == ["--linear", "random_span", "--lbd", "0.02"]
     assert method_flags("jepa", Setting(1e-3, 2.0, 3)) == ["--lbd", "2.0", "--predictors", "3"]
     assert STUDIES["scratch"].seeds == (82, 23, 37, 84, 4) and STUDIES["smollm2"].n_test >= 500
+    assert all(s.search_seed == 82 for s in STUDIES.values())
     with pytest.raises(ValueError):
         method_flags("nope", Setting(1e-3))
 
