@@ -253,8 +253,10 @@ def software_note(summaries: list[dict]) -> str:
     return "".join(f"\nsoftware ({n} of {len(summaries)} runs): {line}\n" for line, n in counts.items())
 
 
-def group(summaries: list[dict], metric: str = "accuracy") -> list[Group]:
+def group(summaries: list[dict], metric: str = "accuracy", model_label: str | None = None) -> list[Group]:
     """Rows of the table, sorted by dataset, model, then base < regular < JEPA.
+    `model_label`: the model every run is shown under (a study whose runs share one base
+    model by construction, whatever folder each process built it in).
 
     Runs without `metric` are skipped with a warning. JEPA rows get their paired t-test
     against the matching regular row (see pick_baseline).
@@ -268,7 +270,7 @@ def group(summaries: list[dict], metric: str = "accuracy") -> list[Group]:
             logger.warning("skipping %s: no finite numeric metric %r", s.get("path"), metric)
             continue
         label, kind, key, lr, lora = method_of(s)
-        gkey = (str(s["dataset"]), model_of(s), label)
+        gkey = (str(s["dataset"]), model_label or model_of(s), label)
         buckets.setdefault(gkey, []).append(s)
         meta[gkey] = (kind, key, lr, lora)
 
@@ -457,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--csv", help="Also write one CSV row per group here.")
     parser.add_argument("--png", help="Also write a grouped bar chart here (every seed a point on its bar).")
     parser.add_argument("--md", help="Also write the table (markdown) here.")
+    parser.add_argument("--model_label", help="Show every run under this model name (runs that share one base "
+                                              "model built in different folders).")
     parser.add_argument("--costs", action="store_true",
                         help="Also the one-sided paired p (method above regular) and the training FLOPs and "
                              "minutes per run.")
@@ -474,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(e))
     if not summaries:
         return fail(f"no evaluation summary files (*{SUFFIX}) found in: {' '.join(args.paths)}")
-    groups = group(summaries, args.metric)
+    groups = group(summaries, args.metric, args.model_label)
     if not groups:
         return fail(f"none of the {len(summaries)} summaries has the metric {args.metric!r}")
 

@@ -237,10 +237,17 @@ def final_runs(study: Study, base: str, chosen: dict[str, Setting], paths: dict,
             run_one(study, base, method, setting, seed, paths["train"], paths["test"], work, out)
 
 
-def report(results: Path, work: Path) -> None:
-    report_main([str(results / "runs"), "--costs", "--md", str(results / "table.md"),
+def report(study: Study, results: Path, work: Path) -> None:
+    report_main([str(results / "runs"), "--costs", "--md", str(results / "table.md"), "--model_label", model_label(study),
                  "--csv", str(results / "table.csv"), "--png", str(results / "table.png")])
     (results / "collapse.md").write_text(collapse_table(results, work))
+
+
+def model_label(study: Study) -> str:
+    """The model the table names: the pretrained one, or the tiny Llama's shape."""
+    if study.model:
+        return study.model
+    return f"Llama {study.hidden}x{study.layers} (random init)"
 
 
 def final_losses(run_dir: Path) -> dict:
@@ -285,7 +292,7 @@ def run_study(study: Study, quick_run: bool, results_root: Path, work_root: Path
     base = base_model(study, train, work)
     chosen = search(study, base, paths, work, results)
     final_runs(study, base, chosen, paths, work, results)
-    report(results, work)
+    report(study, results, work)
     (results / "study.json").write_text(json.dumps({
         "study": asdict(study), "quick": quick_run, "chosen": {m: asdict(s) for m, s in chosen.items()},
         "data": {k: len(read_examples(p)) for k, p in paths.items()}, "versions": stack_record(),
@@ -337,7 +344,7 @@ def main(argv=None) -> int:
             p.error(f"--seeds {unknown} are not seeds of the study {study.name} ({list(study.seeds)})")
         study = dataclasses.replace(study, seeds=tuple(sd for sd in study.seeds if sd in args.seeds))
     if args.report_only:
-        report(Path(args.results) / study.name, Path(args.work) / study.name)
+        report(study, Path(args.results) / study.name, Path(args.work) / study.name)
         return 0
     if args.rerun:
         return 0 if rerun(study, args.rerun, Path(args.results) / study.name, Path(args.work) / study.name) else 1

@@ -75,3 +75,15 @@ def test_one_sided_p_by_hand():
     p, diff, n = report.paired_test(stp, reg, alternative="greater")
     assert p == pytest.approx(0.5 - (3 / 14) ** 0.5, rel=1e-6) and n == 3
     assert report.paired_test(stp, reg)[0] == pytest.approx(2 * (0.5 - (3 / 14) ** 0.5), rel=1e-6)
+
+
+def test_model_label_pools_runs_of_one_base_model_built_in_two_folders():
+    def summary(folder, seed, acc):
+        return {"dataset": "synth", "metrics": {"accuracy": acc}, "path": f"{folder}/{seed}",
+                "training": {"model_name": f"{folder}/base", "regular": True, "learning_rate": 2e-3,
+                             "finetune_seed": seed}}
+
+    runs = [summary("/a", 1, 0.5), summary("/b", 2, 0.7)]
+    assert len(report.group(runs)) == 2
+    (pooled,) = report.group(runs, model_label="Llama 128x4 (random init)")
+    assert pooled.seeds == [1, 2] and pooled.model == "Llama 128x4 (random init)"
