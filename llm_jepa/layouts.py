@@ -60,24 +60,33 @@ def full_only(batch: dict, with_positions: bool = True) -> Layout:
     return Layout(kwargs, batch["labels"][:, keep], spans=spans)
 
 
+def trajectory_lengths(regions: torch.Tensor) -> torch.Tensor:
+    """Tokens of the user's content plus the answer's, per example ([N, 4] spans)."""
+    return (regions[:, 1] - regions[:, 0]) + (regions[:, 3] - regions[:, 2])
+
+
+def usable_spans(regions: torch.Tensor) -> torch.Tensor:
+    """The examples whose spans can carry STP's term: found (not cut by truncation), and two
+    or more content tokens in all (a patch must leave something around it)."""
+    return (regions[:, 1] > 0) & (trajectory_lengths(regions) >= 2)
+
+
 def packed_full(batch: dict) -> Layout:
     """The packed Full rows of a FullPackCollator batch (several examples per row)."""
     kwargs = {"input_ids": batch["packed_input_ids"], "position_ids": batch["packed_position_ids"]}
     spans = None
     if "packed_spans" in batch:
         regions = batch["packed_spans"]
-        n = (regions[:, 1] - regions[:, 0]) + (regions[:, 3] - regions[:, 2])
-        usable = (regions[:, 1] > 0) & (n >= 2)
+        usable = usable_spans(regions)
         spans = (batch["packed_rows"][usable], regions[usable], batch["packed_starts"][usable])
     return Layout(kwargs, batch["packed_labels"], spans=spans, segments=batch["packed_lengths"])
 
 
 def content_spans(batch: dict, first_column: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The spans of the examples that have usable ones (two or more content tokens), in a
-    row that starts at `first_column` of the batch."""
+    """The spans of the examples that have usable ones (usable_spans), in a row that starts
+    at `first_column` of the batch."""
     regions = batch["spans"]
-    n = (regions[:, 1] - regions[:, 0]) + (regions[:, 3] - regions[:, 2])
-    usable = (regions[:, 1] > 0) & (n >= 2)
+    usable = usable_spans(regions)
     rows = torch.arange(regions.shape[0], device=regions.device)[usable]
     starts = content_start(batch["attention_mask"])[usable] - first_column
     return rows, regions[usable] - first_column, starts

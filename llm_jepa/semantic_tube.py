@@ -130,7 +130,7 @@ class TubeObjective(torch.nn.Module):
             regions[:, 2] = regions[:, 1]
         if opts.span_all:        # the user region begins after the sequence's first token
             regions[:, 0] = starts + 1
-        n = (regions[:, 1] - regions[:, 0]) + (regions[:, 3] - regions[:, 2])
+        n = layouts.trajectory_lengths(regions)
         s, e = self._draw(n, draw_seed)            # each example's `times` patches in a row
         times = opts.spans.times
         rows, regions, n = (x.repeat_interleave(times, dim=0) for x in (rows, regions, n))
@@ -183,11 +183,10 @@ class MaskViews:
             regions[:, 2] = regions[:, 1]
         if opts.span_all:
             regions[:, 0] = layouts.content_start(batch["attention_mask"]) + 1
-        n = (regions[:, 1] - regions[:, 0]) + (regions[:, 3] - regions[:, 2])
-        usable = (batch["spans"][:, 1] > 0) & (n >= 2)
+        usable = layouts.usable_spans(batch["spans"])   # the flags above only lengthen a region
         # rows without spans get a harmless stand-in patch; the layout leaves them out
         regions = torch.where(usable[:, None], regions, torch.tensor([1, 2, 2, 3], device=regions.device))
-        n = torch.where(usable, n, 2)
+        n = layouts.trajectory_lengths(regions)
         s, e = self._draw(n, draw_seed)
         out = masked_views(batch["input_ids"], regions, s.to(n.device), e.to(n.device), opts.mask_id,
                            opts.pad_id, opts.recover)

@@ -88,6 +88,7 @@ class JepaTrainer(Trainer):
     # loss
     # ------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self._micro_seed = self._draw_seed(model.training)
         if self.jepa.published_forward:
             return published_forward.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
         use_jepa = self.jepa.layout != "regular" and self._draw_jepa(model.training)
@@ -120,7 +121,7 @@ class JepaTrainer(Trainer):
 
     def _layout(self, inputs: dict, use_jepa: bool) -> layouts.Layout:
         if use_jepa and self._mask_views is not None:   # STP's mask ablation
-            views, usable = self._mask_views(inputs, self._draw_seed())
+            views, usable = self._mask_views(inputs, self._micro_seed)
             layout = self._view_layout({**inputs, **views})
             layout.text_at, layout.code_at = (tuple(x[usable] for x in at) for at in (layout.text_at, layout.code_at))
             return layout
@@ -159,17 +160,22 @@ class JepaTrainer(Trainer):
         return denom
 
     def _jepa_loss(self, hidden: torch.Tensor, layout: layouts.Layout) -> torch.Tensor:
-        embeddings = Embeddings(hidden, layout, self._draw_seed(), self.jepa.pooling)
+        embeddings = Embeddings(hidden, layout, self._micro_seed, self.jepa.pooling)
         return self.objective.loss(embeddings, self._objective_module)
 
-    def _draw_seed(self) -> int:
-        """A seed for this micro-batch's draws, from (seed, optimizer step, micro-batch): the
-        same on every rank and after a resume."""
+    def _draw_seed(self, training: bool) -> int:
+        """A seed for this micro-batch's draws, from (seed, optimizer step, training
+        micro-batch): the same on every rank and after a resume. Evaluation batches draw
+        with the step's own seed (index 0) and advance no count, so an --eval_file changes
+        no training draw."""
         step = self.state.global_step
         if step != getattr(self, "_seed_step", None):
             self._seed_step, self._micro_index = step, 0
-        self._micro_index += 1
-        return (self.jepa.seed * 1_000_003 + step * 1009 + self._micro_index) % (2 ** 63)
+        index = 0
+        if training:
+            self._micro_index += 1
+            index = self._micro_index
+        return (self.jepa.seed * 1_000_003 + step * 1009 + index) % (2 ** 63)
 
     def _check_finite(self, total, lm, jepa) -> None:
         if not torch.isfinite(total.detach()):

@@ -80,6 +80,21 @@ def record_losses(trainer):
     return seen
 
 
+def assert_trains_identically(ours, theirs, steps: int) -> None:
+    """Train both; every micro-batch's loss and every final weight must be bit-identical."""
+    from transformers import set_seed
+
+    ours_losses, ref_losses = record_losses(ours), record_losses(theirs)
+    # Both trainers share this process's RNG: start each from the state its __init__ left.
+    for trainer in (ours, theirs):
+        set_seed(trainer.args.seed)
+        trainer.train()
+    assert len(ours_losses) == len(ref_losses) == steps
+    assert all(torch.equal(a, b) for a, b in zip(ours_losses, ref_losses)), (ours_losses, ref_losses)
+    for (name, p), q in zip(ours.model.named_parameters(), theirs.model.parameters()):
+        assert torch.equal(p, q), name
+
+
 def our_trainer(tmp_path, model_dir, data, **flags):
     flags.setdefault("dtype", "fp32")
     cfg = TrainConfig(train_file=str(data), model_name=str(model_dir), output_dir=str(tmp_path / "ours"),
@@ -141,17 +156,7 @@ def test_compat_training_is_bit_identical(tmp_path, tiny_llama, flags, ref):
     data = write_jsonl(tmp_path / "synth_train.jsonl", synthetic_rows(24, seed=5))
     ours, _ = our_trainer(tmp_path, tiny_llama, data, **flags)
     theirs = reference_trainer(tmp_path, tiny_llama, data, ours.args, **ref)
-    ours_losses, ref_losses = record_losses(ours), record_losses(theirs)
-    # Both trainers share this process's RNG: start each from the state its __init__ left.
-    from transformers import set_seed
-
-    for trainer in (ours, theirs):
-        set_seed(trainer.args.seed)
-        trainer.train()
-    assert len(ours_losses) == len(ref_losses) == 6
-    assert all(torch.equal(a, b) for a, b in zip(ours_losses, ref_losses)), (ours_losses, ref_losses)
-    for (name, p), q in zip(ours.model.named_parameters(), theirs.model.parameters()):
-        assert torch.equal(p, q), name
+    assert_trains_identically(ours, theirs, steps=6)
     assert [h.get("loss") for h in ours.state.log_history] == [h.get("loss") for h in theirs.state.log_history]
 
 

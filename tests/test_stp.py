@@ -307,3 +307,29 @@ def test_pack_full_problems():
     problems = TrainConfig(train_file="x", pack_full=True).problems()
     assert any("--pack_full packs Full views alone" in p for p in problems)
     assert not TrainConfig(train_file="x", pack_full=True, linear="random_span").problems()
+
+
+def test_draw_seeds_follow_training_micro_batches_only(tmp_path, tiny_llama):
+    """Seeds depend on (seed, step, training micro-batch): an evaluation batch in between
+    neither consumes one nor shifts the next; a new step starts the count again."""
+    trainer, _ = stp_run(tmp_path, tiny_llama, "seeds", "--linear", "random_span", steps=1)
+    trainer.state.global_step = 7
+    first = trainer._draw_seed(True)
+    evaluation = trainer._draw_seed(False)
+    assert trainer._draw_seed(True) != first and evaluation not in (first,)
+    trainer.state.global_step = 8
+    trainer._draw_seed(False)
+    again = trainer._draw_seed(True)
+    trainer.state.global_step = 7
+    assert trainer._draw_seed(True) == first and again != first
+
+
+def test_stp_with_activation_checkpointing_trains_the_same(tmp_path, tiny_llama):
+    """The hidden-state hook fires again when checkpointing recomputes a layer in backward;
+    the term was already computed, so the losses are those of the run without it."""
+    flags = ["--linear", "random_span", "--lbd", "1.0", "--random_span_layer", "1"]
+    plain, _ = stp_run(tmp_path, tiny_llama, "plain", *flags, "--no-gradient_checkpointing")
+    ckpt, _ = stp_run(tmp_path, tiny_llama, "ckpt", *flags, "--gradient_checkpointing")
+    for key in ("lm_loss", "jepa_loss"):
+        a = [h[key] for h in plain.state.log_history if key in h]
+        assert len(a) == 3 and a == pytest.approx([h[key] for h in ckpt.state.log_history if key in h], rel=1e-5)
